@@ -1,0 +1,45 @@
+"""ctcdyn: stochastic population dynamics and prognosis of circulating tumour cells."""
+
+from ._version import __version__
+from .dynamics import (
+    ODE,
+    AbstractEngine,
+    AbstractGrowth,
+    Circadian,
+    CTCModel,
+    Exponential,
+    FastClearance,
+    Gompertz,
+    Logistic,
+    State,
+    Trajectory,
+    TreatmentKind,
+    Treatments,
+    clock_hour,
+    daily_mean_circulation,
+    example_model,
+    periodic_circulation,
+    solve,
+)
+
+__all__ = [
+    "ODE",
+    "AbstractEngine",
+    "AbstractGrowth",
+    "CTCModel",
+    "Circadian",
+    "Exponential",
+    "FastClearance",
+    "Gompertz",
+    "Logistic",
+    "State",
+    "Trajectory",
+    "TreatmentKind",
+    "Treatments",
+    "__version__",
+    "clock_hour",
+    "daily_mean_circulation",
+    "example_model",
+    "periodic_circulation",
+    "solve",
+]

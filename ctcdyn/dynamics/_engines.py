@@ -1,0 +1,194 @@
+"""Engines: the ways of solving one :class:`CTCModel` on a time grid.
+
+An engine says *how*; the model says *what*. Every engine takes the same model and returns a
+:class:`Trajectory`, so simulation, fitting, prediction, MRD and reports call one entry point,
+:func:`solve`, and swap engines freely.
+
+- :class:`ODE`: the full mean-field ODE (five compartments) with a stiff solver (diffrax
+  Kvaerno5). The reference solution.
+- :class:`FastClearance`: CTC compartments replaced by their exact periodic solution (see
+  ``_circulation``); the slow compartments P, M, N are integrated with a non-stiff solver
+  (Tsit5) and the daily-mean seeding rate. Orders of magnitude cheaper; the default.
+- :class:`Jump`, :class:`Hybrid`, :class:`SDE`: stochastic engines (their own modules).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._circadian import clock_hour
+from ._circulation import daily_mean_circulation, periodic_circulation
+from ._integrate import integrate_piecewise
+from ._model import CTCModel, State, Trajectory
+
+
+class AbstractEngine(eqx.Module):
+    """A way of solving a :class:`CTCModel` on a time grid."""
+
+    stochastic: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def run(
+        self, model: CTCModel, ts: Float[Array, " times"], key: PRNGKeyArray | None
+    ) -> Trajectory:
+        """Solve ``model`` from t = 0 and return its state at ``ts``."""
+
+
+def _surgery(model: CTCModel):
+    def apply(y):
+        return eqx.tree_at(lambda s: s.primary, y, y.primary * model.treatments.residual_fraction)
+
+    return apply
+
+
+class ODE(AbstractEngine):
+    """The full ODE with a stiff, adaptive solver; switches handled exactly.
+
+    Attributes:
+        rtol, atol: tolerances of the PID step-size controller.
+        max_steps: steps allowed per segment; a solve that needs more is flagged ``ok=False``.
+        max_doses: boluses per treatment registered as switches.
+    """
+
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    max_steps: int = 200_000
+    max_doses: int = 256
+
+    def run(self, model, ts, key=None):
+        singles0, clusters0 = periodic_circulation(
+            model, 0.0, jnp.asarray(model.primary0) + model.metastatic0, clock_hour(0.0)
+        )
+        y0 = State(
+            primary=jnp.asarray(model.primary0, ts.dtype),
+            metastatic=jnp.asarray(model.metastatic0, ts.dtype),
+            singles=jnp.asarray(singles0, ts.dtype),
+            clusters=jnp.asarray(clusters0, ts.dtype),
+            lesions=jnp.asarray(model.lesions0, ts.dtype),
+        )
+        ys, ok = integrate_piecewise(
+            lambda t, y, args: model.vector_field(t, y),
+            y0,
+            ts,
+            solver=diffrax.Kvaerno5(),
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+            jump_ts=model.treatments.switch_times(self.max_doses),
+            jump_time=jnp.asarray(model.treatments.surgery_time, ts.dtype),
+            apply_jump=_surgery(model),
+        )
+        return Trajectory(ts=ts, state=ys, ok=ok)
+
+
+class _Slow(eqx.Module):
+    primary: Array
+    metastatic: Array
+    lesions: Array
+
+
+def slow_vector_field(model: CTCModel, t, y: _Slow) -> _Slow:
+    """P, M, N with the circulation at its daily-mean periodic solution."""
+    kill = model.treatments.kill_rate(t)
+    singles, clusters = daily_mean_circulation(model, t, y.primary + y.metastatic)
+    seeding = model.seeding_rate(singles, clusters)
+    return _Slow(
+        primary=model.primary_growth.rate(y.primary) - kill * y.primary,
+        metastatic=model.metastatic_growth.rate(y.metastatic) - kill * y.metastatic + seeding,
+        lesions=seeding,
+    )
+
+
+class FastClearance(AbstractEngine):
+    """Quasi-steady circulation (exact periodic solution) on top of the slow compartments.
+
+    CTC half-lives (minutes to hours) are far shorter than tumour time scales (weeks), so S and
+    C follow their source; see ``ctcdyn.dynamics._circulation`` for the solution and its error
+    bound. The slow compartments use the daily-mean seeding rate (the circadian rhythm averages
+    out of a quantity integrated over days), so the solver takes steps of days, not minutes.
+
+    Attributes:
+        rtol, atol: tolerances of the non-stiff solver for P, M, N.
+        max_steps, max_doses: as for :class:`ODE`.
+    """
+
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    max_steps: int = 20_000
+    max_doses: int = 256
+
+    def run(self, model, ts, key=None):
+        y0 = _Slow(
+            primary=jnp.asarray(model.primary0, ts.dtype),
+            metastatic=jnp.asarray(model.metastatic0, ts.dtype),
+            lesions=jnp.asarray(model.lesions0, ts.dtype),
+        )
+        ys, ok = integrate_piecewise(
+            lambda t, y, args: slow_vector_field(model, t, y),
+            y0,
+            ts,
+            solver=diffrax.Tsit5(),
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+            jump_ts=model.treatments.switch_times(self.max_doses),
+            jump_time=jnp.asarray(model.treatments.surgery_time, ts.dtype),
+            apply_jump=_surgery(model),
+        )
+        singles, clusters = jax.vmap(
+            lambda t, burden: periodic_circulation(model, t, burden, clock_hour(t))
+        )(ts, ys.primary + ys.metastatic)
+        state = State(ys.primary, ys.metastatic, singles, clusters, ys.lesions)
+        return Trajectory(ts=ts, state=state, ok=ok)
+
+
+def solve(
+    model: CTCModel,
+    ts: Float[ArrayLike, " times"],
+    engine: AbstractEngine | None = None,
+    *,
+    key: PRNGKeyArray | None = None,
+) -> Trajectory:
+    """Solve ``model`` from t = 0 (midnight of the baseline day) and return it at ``ts``.
+
+    Args:
+        model: the patient's :class:`CTCModel` (batch it with ``jax.vmap`` for a cohort).
+        ts: non-decreasing save times in days, ``ts[0] >= 0``.
+        engine: how to solve it; :class:`FastClearance` by default.
+        key: PRNG key, required by stochastic engines and refused by deterministic ones.
+
+    Returns:
+        A :class:`Trajectory`; ``trajectory.ok`` is False where a solve failed.
+
+    Example:
+        >>> import jax.numpy as jnp, ctcdyn
+        >>> model = ctcdyn.example_model()
+        >>> traj = ctcdyn.solve(model, jnp.linspace(0.0, 30.0, 4))
+        >>> traj.singles.shape
+        (4,)
+    """
+    engine = FastClearance() if engine is None else engine
+    ts = jnp.asarray(ts)  # type: ignore[assignment]
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(
+            f"ts must be a non-empty 1-D array of times in days; got shape {ts.shape}."
+        )
+    if not jnp.issubdtype(ts.dtype, jnp.floating):
+        ts = ts.astype(jnp.result_type(float))
+    if engine.stochastic and key is None:
+        raise ValueError(
+            f"{type(engine).__name__} is stochastic: pass key=jax.random.key(seed) to solve()."
+        )
+    if not engine.stochastic and key is not None:
+        raise ValueError(f"{type(engine).__name__} is deterministic and takes no key; drop key=.")
+    grid: Array = eqx.error_if(
+        ts, (ts[0] < 0) | jnp.any(jnp.diff(ts) < 0), "ts must be >= 0 and non-decreasing"
+    )
+    return engine.run(model, grid, key)
