@@ -1,5 +1,6 @@
 """ctcdyn: stochastic population dynamics and prognosis of circulating tumour cells."""
 
+from ._units import blood_volume_ml
 from ._version import __version__
 from .dynamics import (
     ODE,
@@ -21,25 +22,60 @@ from .dynamics import (
     periodic_circulation,
     solve,
 )
+from .observation import (
+    Assay,
+    Censor,
+    DrawCounts,
+    assay_names,
+    count_distribution,
+    count_log_prob,
+    expected_counts,
+    get_assay,
+    register_assay,
+    sample_counts,
+    simulate_draw,
+)
+from .simulate import Cohort, simulate_cohort, write_cohort
+from .specs import ModelSpec, SpecError, build_model, load_spec, treatments_from_table
 
 __all__ = [
     "ODE",
     "AbstractEngine",
     "AbstractGrowth",
+    "Assay",
     "CTCModel",
+    "Censor",
     "Circadian",
+    "Cohort",
+    "DrawCounts",
     "Exponential",
     "FastClearance",
     "Gompertz",
     "Logistic",
+    "ModelSpec",
+    "SpecError",
     "State",
     "Trajectory",
     "TreatmentKind",
     "Treatments",
     "__version__",
+    "assay_names",
+    "blood_volume_ml",
+    "build_model",
     "clock_hour",
+    "count_distribution",
+    "count_log_prob",
     "daily_mean_circulation",
     "example_model",
+    "expected_counts",
+    "get_assay",
+    "load_spec",
     "periodic_circulation",
+    "register_assay",
+    "sample_counts",
+    "simulate_cohort",
+    "simulate_draw",
     "solve",
+    "treatments_from_table",
+    "write_cohort",
 ]

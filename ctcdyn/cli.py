@@ -1,0 +1,229 @@
+"""The ``ctcdyn`` command line: batch jobs over specs and cohorts.
+
+The CLI enables JAX's 64-bit mode when a command starts (the library itself never changes JAX's
+configuration); counts and burdens spanning 1 to 1e12 are computed in double precision.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ._version import __version__
+
+app = typer.Typer(
+    name="ctcdyn",
+    help="Stochastic population dynamics and prognosis of circulating tumour cells.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+spec_app = typer.Typer(help="List, show and check model specs (TOML).", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class EngineName(enum.StrEnum):
+    fast = "fast"
+    ode = "ode"
+    jump = "jump"
+    hybrid = "hybrid"
+    sde = "sde"
+
+
+def _engine(name: EngineName):
+    from . import dynamics
+
+    engines = {
+        EngineName.fast: "FastClearance",
+        EngineName.ode: "ODE",
+        EngineName.jump: "Jump",
+        EngineName.hybrid: "Hybrid",
+        EngineName.sde: "SDE",
+    }
+    return getattr(dynamics, engines[name])()
+
+
+def _start() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _load_spec(model: str):
+    from .specs import SpecError, load_spec
+
+    try:
+        return load_spec(model)
+    except (SpecError, ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(f"ctcdyn {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def simulate(
+    model: Annotated[str, typer.Option(help="Bundled model name (mbc, adjuvant) or a .toml spec.")],
+    out: Annotated[Path, typer.Option(help="Folder for draws/patients/treatments/truth.csv.")],
+    patients: Annotated[int, typer.Option(min=1, help="Number of virtual patients.")] = 100,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives identical files.")
+    ] = 0,
+    scenario: Annotated[str, typer.Option(help="Scenario of the spec.")] = "default",
+    engine: Annotated[EngineName, typer.Option(help="Dynamics engine.")] = EngineName.fast,
+    from_prior: Annotated[
+        bool, typer.Option(help="Draw population-level parameters from their priors.")
+    ] = False,
+) -> None:
+    """Simulate a virtual cohort and write it in the formats that fitting reads."""
+    _start()
+    import jax
+
+    from .simulate import simulate_cohort
+
+    spec = _load_spec(model)
+    try:
+        spec.scenario(scenario)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]simulating[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"{spec.name}/{scenario}", total=patients)
+        cohort = simulate_cohort(
+            spec,
+            patients,
+            jax.random.key(seed),
+            scenario=scenario,
+            engine=_engine(engine),
+            population="prior" if from_prior else "typical",
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    paths = cohort.write(out)
+    elapsed = time.perf_counter() - started
+    _summarise(cohort, spec.name, scenario, elapsed)
+    for name, path in paths.items():
+        console.print(f"  {name:<10} {path}")
+
+
+def _summarise(cohort, model: str, scenario: str, elapsed: float) -> None:
+    draws, patients = cohort.draws, cohort.patients
+    table = Table(title=f"{model}/{scenario}: {len(patients)} patients in {elapsed:.1f} s")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("blood draws", f"{len(draws)}")
+    first = draws.groupby("patient_id").head(1)
+    table.add_row("baseline CTC >= 5 / 7.5 mL", f"{(first['ctc'] >= 5).mean():.0%}")
+    table.add_row("median baseline CTC", f"{first['ctc'].median():g}")
+    table.add_row("draws with a cluster", f"{(draws['clusters'] > 0).mean():.1%}")
+    for event in ("pfs", "os", "relapse"):
+        if f"{event}_event" in patients:
+            table.add_row(f"{event} events", f"{patients[f'{event}_event'].mean():.0%}")
+            observed = patients.loc[patients[f"{event}_event"] == 1, f"{event}_time"]
+            if len(observed):
+                table.add_row(f"median {event} time (events)", f"{observed.median():.0f} days")
+    console.print(table)
+
+
+@spec_app.command("list")
+def spec_list() -> None:
+    """List the bundled model specs."""
+    from .specs import bundled_models, load_spec
+
+    table = Table(title="bundled models")
+    for col in ("name", "title", "scenarios"):
+        table.add_column(col)
+    for name in bundled_models():
+        spec = load_spec(name)
+        table.add_row(name, spec.title, ", ".join(spec.scenarios))
+    console.print(table)
+
+
+@spec_app.command("show")
+def spec_show(model: Annotated[str, typer.Argument(help="Model name or .toml path.")]) -> None:
+    """Show a spec's parameters: level, unit, prior or value, and source."""
+    spec = _load_spec(model)
+    table = Table(title=f"{spec.name}: {spec.title}", show_lines=False)
+    for col in ("parameter", "level", "unit", "prior / value", "source"):
+        table.add_column(col, overflow="fold")
+    for name, p in spec.parameters.items():
+        what = p.prior.describe() if p.prior is not None else f"{p.value:g}"
+        if p.level == "patient":
+            what += f", between patients {p.between_patients:g}"
+        table.add_row(name, p.level, p.unit, what, p.source)
+    console.print(table)
+
+
+@spec_app.command("check")
+def spec_check(paths: Annotated[list[str], typer.Argument(help="Spec files or names.")]) -> None:
+    """Validate specs; exit code 2 and every problem listed when one is invalid."""
+    from .specs import SpecError, load_spec
+
+    failed = False
+    for path in paths:
+        try:
+            spec = load_spec(path)
+            console.print(f"[green]ok[/] {spec.path} ({len(spec.parameters)} parameters)")
+        except (SpecError, ValueError, FileNotFoundError) as err:
+            failed = True
+            err_console.print(f"[bold red]invalid:[/] {err}")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's outputs.")] = Path("out/demo"),
+    patients: Annotated[int, typer.Option(min=1)] = 50,
+    seed: Annotated[int, typer.Option()] = 2026,
+) -> None:
+    """Run the end-to-end example on bundled data (grows with the package: for now, simulate)."""
+    console.rule("ctcdyn demo")
+    console.print(
+        f"Simulating {patients} patients of the bundled metastatic-breast-cancer model "
+        "(models/mbc.toml), CellSearch draws every 4 weeks on a new line of therapy."
+    )
+    simulate(
+        model="mbc",
+        out=out / "cohort",
+        patients=patients,
+        seed=seed,
+        scenario="default",
+        engine=EngineName.fast,
+        from_prior=False,
+    )
+    console.print(f"\nOutputs are in [bold]{out}[/]. Next: `ctcdyn spec show mbc`.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
