@@ -26,8 +26,8 @@ demo: venv
 	$(VENV)/bin/ctcdyn demo --out out/demo
 
 lint: venv
-	$(VENV)/bin/ruff check ctcdyn tests benchmarks
-	$(VENV)/bin/ruff format --check ctcdyn tests benchmarks
+	$(VENV)/bin/ruff check ctcdyn tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check ctcdyn tests benchmarks notebooks
 	$(VENV)/bin/mypy
 
 test: lint
