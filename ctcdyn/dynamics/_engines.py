@@ -21,10 +21,11 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._circadian import clock_hour
-from ._circulation import daily_mean_circulation, periodic_circulation
+from ._circulation import circulation_path, daily_mean_circulation, periodic_circulation
 from ._integrate import integrate_piecewise
 from ._model import CTCModel, State, Trajectory
 
@@ -46,6 +47,20 @@ def _surgery(model: CTCModel):
         return eqx.tree_at(lambda s: s.primary, y, y.primary * model.treatments.residual_fraction)
 
     return apply
+
+
+class _FullField(eqx.Module):
+    """The full ODE vector field as a PyTree (not a closure).
+
+    diffrax's ``diffeqsolve`` is itself jitted; a fresh lambda closing over the model is a new
+    static object on every call and forces a recompilation (seconds) on each eager ``solve``.
+    Holding the model as a leaf keeps its parameters dynamic, so the compiled solve is reused.
+    """
+
+    model: CTCModel
+
+    def __call__(self, t, y, args):
+        return self.model.vector_field(t, y)
 
 
 class ODE(AbstractEngine):
@@ -74,7 +89,7 @@ class ODE(AbstractEngine):
             lesions=jnp.asarray(model.lesions0, ts.dtype),
         )
         ys, ok = integrate_piecewise(
-            lambda t, y, args: model.vector_field(t, y),
+            _FullField(model),
             y0,
             ts,
             solver=diffrax.Kvaerno5(),
@@ -106,6 +121,15 @@ def slow_vector_field(model: CTCModel, t, y: _Slow) -> _Slow:
     )
 
 
+class _SlowField(eqx.Module):
+    """:func:`slow_vector_field` as a PyTree (see :class:`_FullField` for why not a lambda)."""
+
+    model: CTCModel
+
+    def __call__(self, t, y, args):
+        return slow_vector_field(self.model, t, y)
+
+
 class FastClearance(AbstractEngine):
     """Quasi-steady circulation (exact periodic solution) on top of the slow compartments.
 
@@ -131,7 +155,7 @@ class FastClearance(AbstractEngine):
             lesions=jnp.asarray(model.lesions0, ts.dtype),
         )
         ys, ok = integrate_piecewise(
-            lambda t, y, args: slow_vector_field(model, t, y),
+            _SlowField(model),
             y0,
             ts,
             solver=diffrax.Tsit5(),
@@ -142,10 +166,17 @@ class FastClearance(AbstractEngine):
             jump_time=jnp.asarray(model.treatments.surgery_time, ts.dtype),
             apply_jump=_surgery(model),
         )
-        singles, clusters = jax.vmap(
-            lambda t, burden: periodic_circulation(model, t, burden, clock_hour(t))
-        )(ts, ys.primary + ys.metastatic)
-        state = State(ys.primary, ys.metastatic, singles, clusters, ys.lesions)
+        singles, clusters, wiggle = circulation_path(
+            model, ts, ys.primary + ys.metastatic, clock_hour(ts)
+        )
+        # The slow solve integrates the daily-mean seeding; add the rhythm's periodic part,
+        # zero at t = 0 (see _circulation.py).
+        zero = jnp.zeros((1,), ts.dtype)
+        _, _, wiggle0 = circulation_path(
+            model, zero, jnp.reshape(jnp.asarray(model.primary0) + model.metastatic0, (1,)), zero
+        )
+        seeded = wiggle - wiggle0[0]
+        state = State(ys.primary, ys.metastatic + seeded, singles, clusters, ys.lesions + seeded)
         return Trajectory(ts=ts, state=state, ok=ok)
 
 
@@ -180,6 +211,15 @@ def solve(
         raise ValueError(
             f"ts must be a non-empty 1-D array of times in days; got shape {ts.shape}."
         )
+    if not isinstance(ts, jax.core.Tracer):
+        # Concrete times: refuse bad grids here, with a plain ValueError (under jit the
+        # equivalent check below raises at run time instead).
+        values = np.asarray(ts)
+        if values[0] < 0 or np.any(np.diff(values) < 0):
+            raise ValueError(
+                f"ts must be >= 0 and non-decreasing (days from baseline); got {values}. "
+                "Sort the times, e.g. jnp.sort(ts)."
+            )
     if not jnp.issubdtype(ts.dtype, jnp.floating):
         ts = ts.astype(jnp.result_type(float))
     if engine.stochastic and key is None:
@@ -188,6 +228,9 @@ def solve(
         )
     if not engine.stochastic and key is not None:
         raise ValueError(f"{type(engine).__name__} is deterministic and takes no key; drop key=.")
+    # Python-float parameters would be static under diffrax's internal jit (a recompilation
+    # for every new value); as arrays they are traced, and eager solves reuse one compilation.
+    model = jax.tree.map(jnp.asarray, model)
     grid: Array = eqx.error_if(
         ts, (ts[0] < 0) | jnp.any(jnp.diff(ts) < 0), "ts must be >= 0 and non-decreasing"
     )

@@ -1,0 +1,94 @@
+r"""The fast-clearance engine against its own formulas and against the full ODE.
+
+Error bound (``_circulation``), per harmonic: with the source growing at rate g = d ln A/dt, the
+true response of harmonic n is b_n A / (k + g + i n w) where the fast form uses
+b_n A / (k + i n w), so |error_n| <= (g / k) |S_n|. Summed: |S_fast - S| <= (g/k) sum_n |S_n|,
+i.e. g/k of the peak envelope (at the circadian trough this is more than g/k of S itself).
+Clusters feed singles through dissociation, adding g / (k_c + delta) <= g / k_c.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from _factories import N_TIMES, grid, model
+
+from ctcdyn.dynamics import ODE, FastClearance, daily_mean_circulation, solve
+from ctcdyn.dynamics._circulation import circulation_harmonics
+
+#: Measured max relative errors are printed with `pytest -s` for the report.
+TS = grid(np.linspace(0.0, 2.0, 25), np.linspace(2.5, 60.0, N_TIMES - 25))
+
+
+def test_daily_mean_is_source_over_clearance_with_dissociation():
+    m = model("gompertz", "dissociation")
+    s0, c0 = daily_mean_circulation(m, 10.0, 1e9)
+    delta = 50.0
+    c_ref = m.shedding_cluster * 1e9 / (m.clearance_cluster + delta)
+    s_ref = (m.shedding_single * 1e9 + m.cluster_size * delta * c_ref) / m.clearance_single
+    np.testing.assert_allclose([s0, c0], [s_ref, c_ref], rtol=1e-14)
+
+
+def _envelope_bound(m, traj):
+    """Per-time absolute bounds on |S_fast - S_ode| and |C_fast - C_ode| (module docstring)."""
+    ode = ODE()
+    rates = jax.vmap(lambda t, y: m.vector_field(t, y))(traj.ts, traj.state)
+    g = np.max(np.abs(np.asarray((rates.primary + rates.metastatic) / traj.state.burden)))
+    s_n, c_n = jax.vmap(lambda t, a: circulation_harmonics(m, t, a))(traj.ts, traj.state.burden)
+    k_s, k_c = float(m.clearance_single), float(m.clearance_cluster)
+    # Solver error of the ODE on top: dense output, ~1e-5 relative (see test_circadian).
+    env_s = np.sum(np.abs(np.asarray(s_n)), axis=1)
+    env_c = np.sum(np.abs(np.asarray(c_n)), axis=1)
+    return (
+        g,
+        g * (1 / k_s + 1 / k_c) * env_s + 10 * ode.rtol * 100 * env_s,
+        (g / k_c * env_c + 1e-5 * env_c),
+    )
+
+
+@pytest.mark.parametrize("treatment", ["none", "dissociation", "cytotoxic"])
+def test_fast_clearance_agrees_with_ode_within_bound(treatment):
+    m = model("gompertz", treatment)
+    ode = solve(m, TS, ODE())
+    fast = solve(m, TS, FastClearance())
+    assert ode.ok and fast.ok
+    t = np.asarray(TS)
+    switches = np.asarray(m.treatments.switch_times(32))
+    switches = switches[np.isfinite(switches)]
+    # Away from switches: 20 half-lives of singles (2^-20 of a jump left: 1e-6).
+    hl = float(m.half_life_single)
+    away = np.all(np.abs(t[:, None] - switches[None, :]) > 20 * hl, axis=1) | (switches.size == 0)
+    g, bound_s, bound_c = _envelope_bound(m, ode)
+    err_s = np.abs(np.asarray(fast.singles - ode.singles))
+    err_c = np.abs(np.asarray(fast.clusters - ode.clusters))
+    rel_s = np.max(err_s[away] / np.asarray(ode.singles)[away])
+    rel_c = np.max(err_c[away] / np.asarray(ode.clusters)[away])
+    print(f"\n[{treatment}] g={g:.3g}/d max rel err singles {rel_s:.2e} clusters {rel_c:.2e}")
+    assert np.all(err_s[away] <= bound_s[away])
+    assert np.all(err_c[away] <= bound_c[away])
+    # Slow compartments: same equations, only the seeding rate is a daily mean, which moves M by
+    # ~N cells (M ~ 1e8); P, M agree to the solvers' dense-output accuracy (1e-5).
+    np.testing.assert_allclose(fast.primary, ode.primary, rtol=1e-5)
+    np.testing.assert_allclose(fast.metastatic, ode.metastatic, rtol=1e-5)
+    # Lesions: the engine integrates the daily-mean seeding and adds the rhythm's periodic
+    # antiderivative sum_n Re(lambda_n e^{in theta} / (i n w)). What is left (by parts, with the
+    # source growing at rate g): the g/k error of every amplitude, (g/k_s)(N + W) with W the
+    # wiggle's size, plus the drift of lambda_n under the antiderivative, 2 sum g|lambda_n|/(n w)^2.
+    s_n, c_n = jax.vmap(lambda t, a: circulation_harmonics(m, t, a))(ode.ts, ode.state.burden)
+    lam_n = np.abs(
+        np.asarray(
+            m.efficiency_single * m.clearance_single * s_n
+            + m.efficiency_cluster * m.clearance_cluster * c_n
+        )
+    )
+    n = np.arange(lam_n.shape[1])[1:]
+    w = 2 * np.pi
+    wiggle = 2 * np.sum(lam_n[:, 1:] / (n * w), axis=1)
+    drift = 2 * g * np.sum(lam_n[:, 1:] / (n * w) ** 2, axis=1)
+    lesions = np.asarray(ode.lesions)
+    err_n = np.abs(np.asarray(fast.lesions - ode.lesions))
+    rel_n = np.max(err_n[t > 5] / lesions[t > 5])
+    print(f"[{treatment}] lesions max rel err after day 5 {rel_n:.2e}")
+    k_s = float(m.clearance_single)
+    assert np.all(err_n <= g / k_s * (lesions + wiggle) + drift + 1e-5 * lesions)
