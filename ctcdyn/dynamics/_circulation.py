@@ -57,7 +57,7 @@ def daily_mean_circulation(
     singles = (model.shedding_single * shed + model.cluster_size * delta * clusters) / (
         model.clearance_single
     )
-    return singles, clusters
+    return jnp.asarray(singles), jnp.asarray(clusters)
 
 
 def _amplitudes(model: CTCModel, harmonics: Array, shed: Array, delta: Array):
