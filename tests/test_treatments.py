@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _factories import constant_model, grid, model, treatments
 
-from ctcdyn.dynamics import ODE, FastClearance, TreatmentKind, solve
+from ctcdyn.dynamics import ODE, FastClearance, TreatmentKind, Treatments, solve
 
 INHIBIT = TreatmentKind.SHEDDING_INHIBITOR
 
@@ -211,3 +211,28 @@ def test_chronotherapy_inhibitor_at_the_peak_sheds_less():
     left, right = rate(jnp.asarray(t[:-1] + 1e-12)), rate(jnp.asarray(t[1:] - 1e-12))
     quadrature = float(jnp.sum(0.5 * (left + right) * jnp.diff(jnp.asarray(t))))
     np.testing.assert_allclose(at_peak, quadrature, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"end": [5.0]}, "ends before it starts"),
+        ({"effect": [-0.1]}, "effects must be >= 0"),
+        ({"kind": [int(TreatmentKind.SHEDDING_INHIBITOR)], "effect": [1.0]}, "must be < 1"),
+        ({"drug_half_life": [0.0]}, "drug_half_life must be > 0"),
+    ],
+)
+def test_impossible_treatments_are_refused(change, message):
+    fields = dict(
+        kind=[int(TreatmentKind.CYTOTOXIC)],
+        start=[10.0],
+        end=[20.0],
+        effect=[0.5],
+        resistance=[0.0],
+        dose_interval=[0.0],
+        dose_hour=[9.0],
+        drug_half_life=[1.0],
+    )
+    fields.update(change)
+    with pytest.raises(ValueError, match=message):
+        Treatments(**{k: jnp.asarray(v) for k, v in fields.items()})

@@ -34,7 +34,9 @@ import enum
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._units import HOURS_PER_DAY
@@ -74,6 +76,27 @@ class Treatments(eqx.Module):
     drug_half_life: Float[ArrayLike, " treatments"]
     surgery_time: Float[ArrayLike, ""] = math.inf
     residual_fraction: Float[ArrayLike, ""] = 1.0
+
+    def __check_init__(self) -> None:
+        """Refuse impossible treatments when the values are concrete (skipped under tracing)."""
+        leaves = (self.kind, self.start, self.end, self.effect, self.drug_half_life)
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
+            return
+        kind, start, end = np.asarray(self.kind), np.asarray(self.start), np.asarray(self.end)
+        effect = np.asarray(self.effect)
+        active = kind != int(TreatmentKind.NONE)
+        if np.any(active & (end < start)):
+            raise ValueError("Treatments: a treatment ends before it starts (end < start).")
+        if np.any(active & (effect < 0)):
+            raise ValueError("Treatments: effects must be >= 0.")
+        inhibitor = kind == int(TreatmentKind.SHEDDING_INHIBITOR)
+        if np.any(inhibitor & (effect >= 1)):
+            raise ValueError(
+                "Treatments: a shedding inhibitor's effect is the fraction of shedding blocked "
+                "and must be < 1 (1 would stop shedding entirely: u = 0, log u = -inf)."
+            )
+        if np.any(np.asarray(self.drug_half_life) <= 0):
+            raise ValueError("Treatments: drug_half_life must be > 0 (days).")
 
     @classmethod
     def none(cls, n: int = 1) -> Treatments:
