@@ -4,6 +4,7 @@ from ._units import blood_volume_ml
 from ._version import __version__
 from .dynamics import (
     ODE,
+    SDE,
     AbstractEngine,
     AbstractGrowth,
     Circadian,
@@ -11,6 +12,8 @@ from .dynamics import (
     Exponential,
     FastClearance,
     Gompertz,
+    Hybrid,
+    Jump,
     Logistic,
     State,
     Trajectory,
@@ -40,6 +43,7 @@ from .specs import ModelSpec, SpecError, build_model, load_spec, treatments_from
 
 __all__ = [
     "ODE",
+    "SDE",
     "AbstractEngine",
     "AbstractGrowth",
     "Assay",
@@ -51,6 +55,8 @@ __all__ = [
     "Exponential",
     "FastClearance",
     "Gompertz",
+    "Hybrid",
+    "Jump",
     "Logistic",
     "ModelSpec",
     "SpecError",

@@ -39,17 +39,28 @@ class EngineName(enum.StrEnum):
     sde = "sde"
 
 
-def _engine(name: EngineName):
+def _engine(
+    name: EngineName,
+    *,
+    growth_noise: float = 0.0,
+    shedding_noise: float = 0.0,
+    shedding_reversion: float = 1.0,
+):
     from . import dynamics
 
+    if name is EngineName.sde:
+        return dynamics.SDE(
+            growth_noise=growth_noise,
+            shedding_noise=shedding_noise,
+            shedding_reversion=shedding_reversion,
+        )
     engines = {
-        EngineName.fast: "FastClearance",
-        EngineName.ode: "ODE",
-        EngineName.jump: "Jump",
-        EngineName.hybrid: "Hybrid",
-        EngineName.sde: "SDE",
+        EngineName.fast: dynamics.FastClearance,
+        EngineName.ode: dynamics.ODE,
+        EngineName.jump: dynamics.Jump,
+        EngineName.hybrid: dynamics.Hybrid,
     }
-    return getattr(dynamics, engines[name])()
+    return engines[name]()
 
 
 def _start() -> None:
@@ -94,8 +105,23 @@ def simulate(
     from_prior: Annotated[
         bool, typer.Option(help="Draw population-level parameters from their priors.")
     ] = False,
+    growth_noise: Annotated[
+        float, typer.Option(help="sde engine: environmental growth noise (1/sqrt(day)).")
+    ] = 0.05,
+    shedding_noise: Annotated[
+        float, typer.Option(help="sde engine: Ornstein-Uhlenbeck log-shedding noise (1/sqrt(day)).")
+    ] = 1.0,
+    shedding_reversion: Annotated[
+        float, typer.Option(help="sde engine: reversion rate of log-shedding (1/day).")
+    ] = 1.0,
 ) -> None:
-    """Simulate a virtual cohort and write it in the formats that fitting reads."""
+    """Simulate a virtual cohort and write it in the formats that fitting reads.
+
+    Engines: fast (default; exact periodic circulation), ode (stiff reference), jump (exact
+    stochastic; small populations only), hybrid (exact below 1e4 cells, deterministic above),
+    sde (growth noise and bursty shedding; noise levels are illustrative, not from the
+    literature).
+    """
     _start()
     import jax
 
@@ -121,7 +147,12 @@ def simulate(
             patients,
             jax.random.key(seed),
             scenario=scenario,
-            engine=_engine(engine),
+            engine=_engine(
+                engine,
+                growth_noise=growth_noise,
+                shedding_noise=shedding_noise,
+                shedding_reversion=shedding_reversion,
+            ),
             population="prior" if from_prior else "typical",
             progress=lambda done: bar.update(task, completed=done),
         )
@@ -209,15 +240,7 @@ def demo(
         f"Simulating {patients} patients of the bundled metastatic-breast-cancer model "
         "(models/mbc.toml), CellSearch draws every 4 weeks on a new line of therapy."
     )
-    simulate(
-        model="mbc",
-        out=out / "cohort",
-        patients=patients,
-        seed=seed,
-        scenario="default",
-        engine=EngineName.fast,
-        from_prior=False,
-    )
+    simulate(model="mbc", out=out / "cohort", patients=patients, seed=seed)
     console.print(f"\nOutputs are in [bold]{out}[/]. Next: `ctcdyn spec show mbc`.")
 
 

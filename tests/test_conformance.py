@@ -12,6 +12,7 @@ structure, and all run by default.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import equinox as eqx
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from _factories import GROWTH_LAWS, TREATMENTS, grid, model
 
-from ctcdyn.dynamics import ODE, FastClearance, solve
+from ctcdyn.dynamics import ODE, SDE, FastClearance, Hybrid, Jump, solve
 
 TS = grid(np.linspace(0.0, 40.0, 49))
 
@@ -41,8 +42,18 @@ DETERMINISTIC = [
     for t in TREATMENTS
 ]
 
+
+def _small_model():
+    """Residual disease: 50 primary cells, the stochastic engines' home ground."""
+    return dataclasses.replace(model("gompertz", "none"), primary0=50.0, metastatic0=0.0)
+
+
 # ---- STOCHASTIC ENGINES: append (id, engine factory, model factory) entries here. ----------
-STOCHASTIC: list = []
+STOCHASTIC: list = [
+    ("Jump", lambda: Jump(max_events=20_000), _small_model),
+    ("Hybrid", lambda: Hybrid(threshold=1e3), _small_model),
+    ("SDE", lambda: SDE(growth_noise=0.05, shedding_noise=0.5, dt=0.25), _small_model),
+]
 # ----------------------------------------------------------------------------------------------
 
 _jit_solve = eqx.filter_jit(solve)

@@ -5,11 +5,15 @@ from ._circulation import daily_mean_circulation, periodic_circulation
 from ._engines import ODE, AbstractEngine, FastClearance, solve
 from ._example import example_model
 from ._growth import AbstractGrowth, Exponential, Gompertz, Logistic
+from ._hybrid import Hybrid
+from ._jump import Jump
 from ._model import CTCModel, State, Trajectory
+from ._sde import SDE
 from ._treatments import TreatmentKind, Treatments
 
 __all__ = [
     "ODE",
+    "SDE",
     "AbstractEngine",
     "AbstractGrowth",
     "CTCModel",
@@ -17,6 +21,8 @@ __all__ = [
     "Exponential",
     "FastClearance",
     "Gompertz",
+    "Hybrid",
+    "Jump",
     "Logistic",
     "State",
     "Trajectory",

@@ -28,21 +28,31 @@ def integrate_piecewise(
     jump_ts: Float[Array, " switches"],
     jump_time: Float[Array, ""],
     apply_jump: Callable[[PyTree], PyTree],
+    terms: diffrax.AbstractTerm | None = None,
+    step_size: float | None = None,
 ) -> tuple[PyTree, Array]:
     """Solve from t = 0 to ts[-1], saving at ts, with a state jump at ``jump_time``.
 
     Returns the saved states (leaves with a leading time axis) and a boolean ``ok`` that is
     False when a segment failed (e.g. hit ``max_steps``); failures never raise.
+
+    Optional (the defaults give the adaptive ODE solve): ``terms`` replaces
+    ``ODETerm(vector_field)`` (e.g. drift and diffusion of an SDE), and ``step_size`` (days)
+    replaces the PID controller by constant steps of that size (``rtol``, ``atol`` and
+    ``jump_ts`` are then unused: diffrax clips only adaptive controllers, and a switch inside a
+    fixed step costs O(step) like the fixed-step method itself; the surgery split still holds).
     """
     t0 = jnp.zeros((), ts.dtype)
     t1 = ts[-1]
     cut = jnp.clip(jump_time, t0, t1)
     # Switches outside the window are moved onto its end, where they are harmless.
     jumps = jnp.clip(jnp.where(jnp.isfinite(jump_ts), jump_ts, t1), t0, t1)
-    controller = diffrax.ClipStepSizeController(
-        diffrax.PIDController(rtol=rtol, atol=atol), jump_ts=jumps
+    controller: diffrax.AbstractStepSizeController = (
+        diffrax.ClipStepSizeController(diffrax.PIDController(rtol=rtol, atol=atol), jump_ts=jumps)
+        if step_size is None
+        else diffrax.ConstantStepSize()
     )
-    term = diffrax.ODETerm(vector_field)
+    term = diffrax.ODETerm(vector_field) if terms is None else terms
 
     def segment(y_start, a, b):
         # A zero-length segment (no surgery in the window) is widened by a hair and ignored.
@@ -52,7 +62,7 @@ def integrate_piecewise(
             solver,
             a,
             b_eff,
-            None,
+            step_size,
             y_start,
             saveat=diffrax.SaveAt(ts=jnp.clip(ts, a, b_eff), t1=True),
             stepsize_controller=controller,
