@@ -166,16 +166,21 @@ class FastClearance(AbstractEngine):
             jump_time=jnp.asarray(model.treatments.surgery_time, ts.dtype),
             apply_jump=_surgery(model),
         )
-        singles, clusters, wiggle = circulation_path(
-            model, ts, ys.primary + ys.metastatic, clock_hour(ts)
-        )
         # The slow solve integrates the daily-mean seeding; add the rhythm's periodic part,
-        # zero at t = 0 (see _circulation.py).
+        # zero at t = 0 (see _circulation.py). W(0) is evaluated in the same call (one extra
+        # time appended); at ts = 0 the difference is set to its exact value 0 (fused kernels
+        # may round the two evaluations differently, leaving ~1e-19 instead of 0).
         zero = jnp.zeros((1,), ts.dtype)
-        _, _, wiggle0 = circulation_path(
-            model, zero, jnp.reshape(jnp.asarray(model.primary0) + model.metastatic0, (1,)), zero
+        burden0 = jnp.reshape(jnp.asarray(model.primary0, ts.dtype) + model.metastatic0, (1,))
+        times = jnp.concatenate([ts, zero])
+        singles, clusters, wiggle = circulation_path(
+            model,
+            times,
+            jnp.concatenate([ys.primary + ys.metastatic, burden0.astype(ys.primary.dtype)]),
+            clock_hour(times),
         )
-        seeded = wiggle - wiggle0[0]
+        singles, clusters = singles[:-1], clusters[:-1]
+        seeded = jnp.where(ts > 0, wiggle[:-1] - wiggle[-1], 0.0)
         state = State(ys.primary, ys.metastatic + seeded, singles, clusters, ys.lesions + seeded)
         return Trajectory(ts=ts, state=state, ok=ok)
 
