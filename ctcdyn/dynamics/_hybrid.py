@@ -60,7 +60,7 @@ from jaxtyping import Array
 from ._circadian import Circadian, clock_hour
 from ._circulation import daily_mean_circulation, periodic_circulation
 from ._engines import AbstractEngine
-from ._jump import kill_bound
+from ._jump import kill_bound, surgery_window
 from ._model import CTCModel, State, Trajectory
 
 
@@ -272,12 +272,8 @@ class Hybrid(AbstractEngine):
             count=jnp.zeros((), jnp.int32),
             key=k_loop,
         )
-        t_s = jnp.asarray(model.treatments.surgery_time, dtype)
-        before = jnp.searchsorted(ts, t_s, side="left").astype(jnp.int32)
-        in_window = t_s <= ts[-1]
-        carry = _simulate(
-            self, model, carry, ts, switches, before, jnp.where(in_window, t_s, -jnp.inf)
-        )
+        before, stop, in_window = surgery_window(model, ts)
+        carry = _simulate(self, model, carry, ts, switches, before, stop)
         p = carry.y[0]
         residual = jnp.clip(jnp.asarray(model.treatments.residual_fraction, dtype), 0.0, 1.0)
         expected = p * residual

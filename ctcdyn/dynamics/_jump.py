@@ -215,6 +215,19 @@ def _simulate(
     return jax.lax.while_loop(cond, body, carry)
 
 
+def surgery_window(model: CTCModel, ts: Array) -> tuple[Array, Array, Array]:
+    """Where a scheduled surgery splits a simulation on the save grid ``ts``.
+
+    Returns (number of save times before surgery, the time to stop the first segment at:
+    the surgery time if it lies within ``ts`` else -inf, whether it lies within ``ts``).
+    Saves at t >= surgery_time come after it, as in the deterministic engines.
+    """
+    t_s = jnp.asarray(model.treatments.surgery_time, ts.dtype)
+    before = jnp.searchsorted(ts, t_s, side="left").astype(jnp.int32)
+    in_window = t_s <= ts[-1]
+    return before, jnp.where(in_window, t_s, -jnp.inf), in_window
+
+
 def initial_counts(model: CTCModel, key, dtype) -> Array:
     """Integer initial state (P, M, S, C, N) at t = 0.
 
@@ -264,12 +277,8 @@ class Jump(AbstractEngine):
         # Segment 1: the save times before surgery, then on to the surgery time if it lies in
         # the window. Segment 2: the rest (the surgery applies to saves at t >= surgery_time,
         # as in the deterministic engines).
-        t_s = jnp.asarray(model.treatments.surgery_time, dtype)
-        before = jnp.searchsorted(ts, t_s, side="left").astype(jnp.int32)
-        in_window = t_s <= ts[-1]
-        carry = _simulate(
-            model, carry, ts, before, jnp.where(in_window, t_s, -jnp.inf), self.max_events
-        )
+        before, stop, in_window = surgery_window(model, ts)
+        carry = _simulate(model, carry, ts, before, stop, self.max_events)
         p = carry.y[0]
         residual = jnp.clip(jnp.asarray(model.treatments.residual_fraction, dtype), 0.0, 1.0)
         kept = jax.random.binomial(k_surgery, p, residual, dtype=dtype)
