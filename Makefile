@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Two workers: CI and the developers' machines have 2 cores.
 XDIST ?= -n 2
 
-.PHONY: venv demo test test-slow lint typecheck bench clean
+.PHONY: venv demo test test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -36,8 +36,11 @@ test: lint
 test-slow: venv
 	$(VENV)/bin/pytest $(XDIST) -m slow $(PYTEST_ARGS)
 
+# Sizes per engine so the whole run takes a few minutes on 2 cores (see docs/benchmarks.md).
 bench: venv
-	$(PY) benchmarks/simulate_engines.py
+	$(PY) benchmarks/simulate_engines.py --patients 5000 --years 5 --engines FastClearance --chunk 1000
+	$(PY) benchmarks/simulate_engines.py --patients 5000 --years 5 --engines FastClearance --chunk 1000 --float32
+	$(PY) benchmarks/simulate_engines.py --patients 50 --years 1 --engines ODE
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
