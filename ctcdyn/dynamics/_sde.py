@@ -25,8 +25,9 @@ valid when the correlation time 1/theta of the bursts is much longer than the CT
 law. Surgery is the same state jump as in the deterministic engines.
 
 Solver: Euler-Maruyama (Itô; diffrax ``Euler``) with a fixed step ``dt`` (strong order 1/2,
-weak order 1), clipped onto treatment switches and split at surgery by
-:func:`integrate_piecewise`. With zero noise it is the explicit Euler method for the
+weak order 1), split at surgery by :func:`integrate_piecewise`. Fixed steps are not clipped
+onto treatment switches (diffrax clips adaptive controllers only): a switch inside a step
+costs O(dt), the order of the method itself. With zero noise it is the explicit Euler method for the
 :class:`FastClearance` equations (global error O(dt)).
 
 Sources: geometric environmental noise in tumour growth, e.g. Lande, Engen & Saether,
