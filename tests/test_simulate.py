@@ -12,6 +12,7 @@ import pytest
 from ctcdyn import solve
 from ctcdyn.observation import expected_counts, get_assay
 from ctcdyn.simulate import simulate_cohort
+from ctcdyn.simulate._cohort import _schedule
 from ctcdyn.specs import build_model, load_spec, treatments_from_table
 
 N = 40
@@ -117,6 +118,11 @@ def test_adjuvant_relapse_is_metastatic_burden_reaching_detection():
     assert (cohort.treatments["kind"] == "surgery").sum() == 12
     assert set(p["relapse_event"]) <= {0, 1}
     assert (p.loc[p["relapse_event"] == 0, "relapse_time"] == 1825.0).all()
+    # The jittered schedule runs past follow-up (day 1820 +- 7); no draw may.
+    key_schedule = jax.random.split(jax.random.key(3), 5)[1]
+    times, _ = _schedule(spec.scenario(), 12, key_schedule)
+    assert times.max() > 1825.0
+    assert cohort.draws["time"].max() <= 1825.0
 
 
 def test_bad_arguments():

@@ -189,9 +189,10 @@ def simulate_cohort(
         clusters=at(state.clusters, draw_cols),
     )
     # A blood test needs a living patient within follow-up.
-    last = patients.set_index("patient_id")["os_time"] if "os_time" in patients else None
-    if last is not None:
-        draws = draws[draws["time"] <= draws["patient_id"].map(last)].reset_index(drop=True)
+    last = pd.Series(plan.follow_up_days, index=ids)
+    if "os_time" in patients:
+        last = np.minimum(last, patients.set_index("patient_id")["os_time"])
+    draws = draws[draws["time"] <= draws["patient_id"].map(last)].reset_index(drop=True)
 
     truth = pd.DataFrame({"patient_id": ids})
     for name in spec.sampled:
