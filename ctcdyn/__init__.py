@@ -2,6 +2,7 @@
 
 from ._units import blood_volume_ml
 from ._version import __version__
+from .data import InputError, Tables, read_tables
 from .dynamics import (
     ODE,
     SDE,
@@ -56,11 +57,13 @@ __all__ = [
     "FastClearance",
     "Gompertz",
     "Hybrid",
+    "InputError",
     "Jump",
     "Logistic",
     "ModelSpec",
     "SpecError",
     "State",
+    "Tables",
     "Trajectory",
     "TreatmentKind",
     "Treatments",
@@ -77,6 +80,7 @@ __all__ = [
     "get_assay",
     "load_spec",
     "periodic_circulation",
+    "read_tables",
     "register_assay",
     "sample_counts",
     "simulate_cohort",

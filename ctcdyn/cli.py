@@ -70,7 +70,7 @@ def _start() -> None:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -182,6 +182,45 @@ def _summarise(cohort, model: str, scenario: str, elapsed: float) -> None:
     console.print(table)
 
 
+@app.command()
+def validate(
+    draws: Annotated[Path, typer.Option(help="Blood draws, one row per draw (.csv or .parquet).")],
+    patients: Annotated[Path, typer.Option(help="Patients, one row per patient.")],
+    treatments: Annotated[
+        Path | None, typer.Option(help="Treatments, one row per treatment (optional).")
+    ] = None,
+) -> None:
+    """Check input tables without fitting; exit code 2 and every problem listed when invalid.
+
+    Writes nothing. The rules are listed in docs/data.md.
+    """
+    from rich.markup import escape
+
+    from .data import InputError, read_tables
+
+    try:
+        tables = read_tables(draws, patients, treatments)
+    except InputError as err:
+        raise _fail(escape(str(err))) from None
+    d, t = tables.draws, tables.treatments
+    table = Table(title="valid input tables")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("patients", f"{len(tables.patients)}")
+    table.add_row("patients with draws", f"{d['patient_id'].nunique()}")
+    table.add_row("blood draws", f"{len(d)}")
+    for assay, n in d["assay"].value_counts().sort_index().items():
+        table.add_row(f"  {assay}", f"{n}")
+    table.add_row("draw times", f"day {d['time'].min():g} to {d['time'].max():g}")
+    table.add_row("draws missing a CTC count", f"{int(d['ctc'].isna().sum())}")
+    censored = int((d["ctc_censor"] != 0).sum() + (d["clusters_censor"] != 0).sum())
+    table.add_row("censored counts", f"{censored}")
+    table.add_row("treatments", f"{len(t)}")
+    for kind, n in t["kind"].value_counts().sort_index().items():
+        table.add_row(f"  {kind}", f"{n}")
+    console.print(table)
+
+
 @spec_app.command("list")
 def spec_list() -> None:
     """List the bundled model specs."""
@@ -223,7 +262,7 @@ def spec_check(paths: Annotated[list[str], typer.Argument(help="Spec files or na
             console.print(f"[green]ok[/] {spec.path} ({len(spec.parameters)} parameters)")
         except (SpecError, ValueError, FileNotFoundError) as err:
             failed = True
-            err_console.print(f"[bold red]invalid:[/] {err}")
+            err_console.print(f"[bold red]invalid:[/] {err}", soft_wrap=True)
     if failed:
         raise typer.Exit(2)
 
