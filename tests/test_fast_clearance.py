@@ -10,12 +10,27 @@ Clusters feed singles through dissociation, adding g / (k_c + delta) <= g / k_c.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _factories import N_TIMES, grid, model
 
 from ctcdyn.dynamics import ODE, FastClearance, daily_mean_circulation, solve
-from ctcdyn.dynamics._circulation import circulation_harmonics
+from ctcdyn.dynamics._circadian import N_HARMONICS
+
+
+def circulation_harmonics(m, t, burden):
+    """Complex amplitudes (S_n, C_n) of the periodic circulation, straight from the formula
+    (module docstring of ctcdyn/dynamics/_circulation.py); an independent reference for the
+    engine's real-arithmetic sums."""
+    shed = burden * m.treatments.shedding_factor(t)
+    delta = m.treatments.dissociation_rate(t)
+    b = m.circadian.harmonics()
+    iw = 1j * 2 * np.pi * jnp.arange(N_HARMONICS + 1)
+    c_n = m.shedding_cluster * shed * b / (m.clearance_cluster + delta + iw)
+    s_n = (m.shedding_single * shed * b + m.cluster_size * delta * c_n) / (m.clearance_single + iw)
+    return s_n, c_n
+
 
 #: Measured max relative errors are printed with `pytest -s` for the report.
 TS = grid(np.linspace(0.0, 2.0, 25), np.linspace(2.5, 60.0, N_TIMES - 25))
@@ -92,3 +107,21 @@ def test_fast_clearance_agrees_with_ode_within_bound(treatment):
     print(f"[{treatment}] lesions max rel err after day 5 {rel_n:.2e}")
     k_s = float(m.clearance_single)
     assert np.all(err_n <= g / k_s * (lesions + wiggle) + drift + 1e-5 * lesions)
+
+
+@pytest.mark.parametrize("treatment", ["none", "dissociation"])
+def test_circulation_path_equals_the_complex_formula(treatment):
+    """The engine's unrolled real sums against the complex amplitudes, at many clock hours."""
+    from ctcdyn.dynamics import clock_hour
+    from ctcdyn.dynamics._circulation import circulation_path
+
+    m = model("gompertz", treatment)
+    ts = jnp.linspace(0.0, 10.0, 97)  # every 2.5 h, inside and outside the drug's interval
+    burden = 1e9 * jnp.exp(0.02 * ts)
+    singles, clusters, _ = circulation_path(m, ts, burden, clock_hour(ts))
+    s_n, c_n = jax.vmap(lambda t, a: circulation_harmonics(m, t, a))(ts, burden)
+    rotation = jnp.exp(
+        1j * jnp.arange(N_HARMONICS + 1) * m.circadian.phase(clock_hour(ts))[:, None]
+    )
+    np.testing.assert_allclose(singles, jnp.real(jnp.sum(s_n * rotation, axis=1)), rtol=1e-12)
+    np.testing.assert_allclose(clusters, jnp.real(jnp.sum(c_n * rotation, axis=1)), rtol=1e-12)

@@ -71,26 +71,6 @@ def daily_mean_circulation(
     return jnp.asarray(singles), jnp.asarray(clusters)
 
 
-def _amplitudes(model: CTCModel, harmonics: Array, shed: Array, delta: Array):
-    """Complex S_n, C_n, shape (..., N_HARMONICS + 1), for sources ``shed`` and rates ``delta``."""
-    iw = 1j * _OMEGA * jnp.arange(N_HARMONICS + 1)
-    shed, delta = shed[..., None], delta[..., None]
-    clusters = model.shedding_cluster * shed * harmonics / (model.clearance_cluster + delta + iw)
-    singles = (model.shedding_single * shed * harmonics + model.cluster_size * delta * clusters) / (
-        model.clearance_single + iw
-    )
-    return singles, clusters
-
-
-def circulation_harmonics(
-    model: CTCModel, t: Float[ArrayLike, ""], burden: Float[ArrayLike, ""]
-) -> tuple[Array, Array]:
-    """Complex amplitudes (S_n, C_n), n = 0..N_HARMONICS, of the periodic circulation at t."""
-    shed = jnp.asarray(burden) * model.treatments.shedding_factor(t)
-    delta = model.treatments.dissociation_rate(t)
-    return _amplitudes(model, model.circadian.harmonics(), shed, delta)
-
-
 def circulation_path(
     model: CTCModel,
     ts: Float[ArrayLike, " times"],

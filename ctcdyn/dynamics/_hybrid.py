@@ -58,7 +58,7 @@ from jax.scipy.special import ndtri
 from jaxtyping import Array
 
 from ._circadian import Circadian, clock_hour
-from ._circulation import daily_mean_circulation, periodic_circulation
+from ._circulation import circulation_path, daily_mean_circulation
 from ._engines import AbstractEngine
 from ._jump import kill_bound, surgery_window
 from ._model import CTCModel, State, Trajectory
@@ -287,9 +287,9 @@ class Hybrid(AbstractEngine):
 
         saved = carry.saved
         primary, metastatic, lesions = saved[:, 0], saved[:, 1], saved[:, 2]
-        mean_s, mean_c = jax.vmap(
-            lambda t, burden: periodic_circulation(model, t, burden, clock_hour(t))
-        )(ts, jnp.nan_to_num(primary + metastatic))
+        mean_s, mean_c, _ = circulation_path(
+            model, ts, jnp.nan_to_num(primary + metastatic), clock_hour(ts)
+        )
         k_s, k_c = jax.random.split(k_circ)
         singles = jax.random.poisson(k_s, jnp.maximum(mean_s, 0.0)).astype(dtype)
         clusters = jax.random.poisson(k_c, jnp.maximum(mean_c, 0.0)).astype(dtype)

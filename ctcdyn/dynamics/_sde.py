@@ -48,7 +48,7 @@ import lineax as lx
 from jaxtyping import Array
 
 from ._circadian import clock_hour
-from ._circulation import daily_mean_circulation, periodic_circulation
+from ._circulation import circulation_path, daily_mean_circulation
 from ._engines import AbstractEngine
 from ._integrate import integrate_piecewise
 from ._model import CTCModel, State, Trajectory
@@ -182,9 +182,7 @@ class SDE(AbstractEngine):
             step_size=self.dt,
         )
         primary, metastatic, lesions, xi = ys[:, 0], ys[:, 1], ys[:, 2], ys[:, 3]
-        singles, clusters = jax.vmap(
-            lambda t, burden: periodic_circulation(model, t, burden, clock_hour(t))
-        )(ts, primary + metastatic)
+        singles, clusters, _ = circulation_path(model, ts, primary + metastatic, clock_hour(ts))
         factor = self.multiplier(xi)
         state = State(primary, metastatic, singles * factor, clusters * factor, lesions)
         return Trajectory(ts=ts, state=state, ok=ok)
