@@ -1,5 +1,6 @@
 """Mechanistic CTC dynamics: one model, several engines."""
 
+from ._analytic import Analytic
 from ._circadian import Circadian, clock_hour
 from ._circulation import daily_mean_circulation, periodic_circulation
 from ._engines import ODE, AbstractEngine, FastClearance, solve
@@ -16,6 +17,7 @@ __all__ = [
     "SDE",
     "AbstractEngine",
     "AbstractGrowth",
+    "Analytic",
     "CTCModel",
     "Circadian",
     "Exponential",

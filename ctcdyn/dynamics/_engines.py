@@ -149,12 +149,17 @@ class FastClearance(AbstractEngine):
     max_doses: int = 256
 
     def run(self, model, ts, key=None):
+        ys, ok = self.slow(model, ts)
+        return with_circulation(model, ts, ys, ok)
+
+    def slow(self, model: CTCModel, ts: Float[Array, " times"]) -> tuple[_Slow, Array]:
+        """P, M and N at ``ts`` under the daily-mean seeding (Tsit5)."""
         y0 = _Slow(
             primary=jnp.asarray(model.primary0, ts.dtype),
             metastatic=jnp.asarray(model.metastatic0, ts.dtype),
             lesions=jnp.asarray(model.lesions0, ts.dtype),
         )
-        ys, ok = integrate_piecewise(
+        return integrate_piecewise(
             _SlowField(model),
             y0,
             ts,
@@ -166,23 +171,28 @@ class FastClearance(AbstractEngine):
             jump_time=jnp.asarray(model.treatments.surgery_time, ts.dtype),
             apply_jump=_surgery(model),
         )
-        # The slow solve integrates the daily-mean seeding; add the rhythm's periodic part,
-        # zero at t = 0 (see _circulation.py). W(0) is evaluated in the same call (one extra
-        # time appended); at ts = 0 the difference is set to its exact value 0 (fused kernels
-        # may round the two evaluations differently, leaving ~1e-19 instead of 0).
-        zero = jnp.zeros((1,), ts.dtype)
-        burden0 = jnp.reshape(jnp.asarray(model.primary0, ts.dtype) + model.metastatic0, (1,))
-        times = jnp.concatenate([ts, zero])
-        singles, clusters, wiggle = circulation_path(
-            model,
-            times,
-            jnp.concatenate([ys.primary + ys.metastatic, burden0.astype(ys.primary.dtype)]),
-            clock_hour(times),
-        )
-        singles, clusters = singles[:-1], clusters[:-1]
-        seeded = jnp.where(ts > 0, wiggle[:-1] - wiggle[-1], 0.0)
-        state = State(ys.primary, ys.metastatic + seeded, singles, clusters, ys.lesions + seeded)
-        return Trajectory(ts=ts, state=state, ok=ok)
+
+
+def with_circulation(model: CTCModel, ts: Array, ys: _Slow, ok: Array) -> Trajectory:
+    """The fast-clearance trajectory from the slow compartments: S and C at their periodic
+    solution, and the rhythm's periodic part of the seeding added to M and N."""
+    # The slow solve integrates the daily-mean seeding; add the rhythm's periodic part,
+    # zero at t = 0 (see _circulation.py). W(0) is evaluated in the same call (one extra
+    # time appended); at ts = 0 the difference is set to its exact value 0 (fused kernels
+    # may round the two evaluations differently, leaving ~1e-19 instead of 0).
+    zero = jnp.zeros((1,), ts.dtype)
+    burden0 = jnp.reshape(jnp.asarray(model.primary0, ts.dtype) + model.metastatic0, (1,))
+    times = jnp.concatenate([ts, zero])
+    singles, clusters, wiggle = circulation_path(
+        model,
+        times,
+        jnp.concatenate([ys.primary + ys.metastatic, burden0.astype(ys.primary.dtype)]),
+        clock_hour(times),
+    )
+    singles, clusters = singles[:-1], clusters[:-1]
+    seeded = jnp.where(ts > 0, wiggle[:-1] - wiggle[-1], 0.0)
+    state = State(ys.primary, ys.metastatic + seeded, singles, clusters, ys.lesions + seeded)
+    return Trajectory(ts=ts, state=state, ok=ok)
 
 
 def solve(

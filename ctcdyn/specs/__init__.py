@@ -1,6 +1,13 @@
 """Model specifications (TOML): structure, parameters with units, priors and sources, scenarios."""
 
-from ._build import TREATMENT_COLUMNS, build_model, internal_values, treatments_from_table
+from ._build import (
+    TREATMENT_COLUMNS,
+    TreatmentDesign,
+    build_model,
+    internal_values,
+    treatment_design,
+    treatments_from_table,
+)
 from ._catalogue import CATALOGUE, UNITS, Domain, ParameterInfo
 from ._priors import Beta, Gamma, HalfNormal, LogNormal, Normal, Prior, Uniform
 from ._spec import (
@@ -31,6 +38,7 @@ __all__ = [
     "Prior",
     "Scenario",
     "SpecError",
+    "TreatmentDesign",
     "TreatmentPlan",
     "Uniform",
     "build_model",
@@ -39,5 +47,6 @@ __all__ = [
     "load_spec",
     "models_dir",
     "parse_spec",
+    "treatment_design",
     "treatments_from_table",
 ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jaxtyping import ArrayLike
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..dynamics import (
     AbstractGrowth,
@@ -108,31 +109,102 @@ TREATMENT_COLUMNS = [
 ]
 
 
-def treatments_from_table(
-    spec: ModelSpec,
-    table: pd.DataFrame,
-    patient_ids: Sequence[str],
-    values: Mapping[str, ArrayLike],
-) -> Treatments:
-    """Batched :class:`Treatments` (one row per patient, in ``patient_ids`` order).
+class TreatmentDesign(eqx.Module):
+    """What each patient was given, independent of parameter values (a PyTree of arrays).
+
+    Arrays have shape (patients, slots) (one slot per drug treatment, padded with kind NONE) or
+    (patients,) for surgery. :meth:`treatments` turns the design and parameter values (possibly
+    traced, e.g. a sampled kill rate inside a NumPyro model) into batched :class:`Treatments`,
+    so simulation and fitting share one translation from table rows to effects. The design
+    itself may be sliced, batched or vmapped like any PyTree.
+    """
+
+    kind: Int[ArrayLike, "patients slots"]
+    start: Float[ArrayLike, "patients slots"]
+    end: Float[ArrayLike, "patients slots"]
+    dose: Float[ArrayLike, "patients slots"]
+    dose_interval: Float[ArrayLike, "patients slots"]
+    dose_hour: Float[ArrayLike, "patients slots"]
+    surgery_time: Float[ArrayLike, " patients"]
+    residual_fraction: Float[ArrayLike, " patients"]  # NaN: the spec's residual_fraction
+
+    def max_doses(self) -> int:
+        """Most boluses any slot gives (>= 1): the ``max_doses`` an engine needs (concrete only)."""
+        tau, start, end = (np.asarray(x) for x in (self.dose_interval, self.start, self.end))
+        dosed = tau > 0
+        if not dosed.any():
+            return 1
+        span = np.where(dosed, end - start, 0.0)
+        return int(np.max(np.ceil(span / np.where(dosed, tau, 1.0)))) + 1
+
+    def missing_parameters(self, spec: ModelSpec) -> list[str]:
+        """Parameters the design needs that ``spec`` does not declare (concrete designs only)."""
+        kind = np.asarray(self.kind)
+        needed = {
+            EFFECT_PARAMETER[name] for name, code in _KIND_CODES.items() if (kind == code).any()
+        }
+        if (np.asarray(self.dose_interval) > 0).any():
+            needed.add("drug_half_life")
+        surgery = np.isfinite(np.asarray(self.surgery_time))
+        if (surgery & np.isnan(np.asarray(self.residual_fraction))).any():
+            needed.add("residual_fraction")
+        return sorted(needed - set(spec.parameters))
+
+    def treatments(self, spec: ModelSpec, values: Mapping[str, ArrayLike]) -> Treatments:
+        """Batched :class:`Treatments` for parameter ``values`` (spec units; scalars or arrays
+        over patients). Traceable: the design and the values may be JAX tracers."""
+        v = internal_values(spec, values)
+        kind = jnp.asarray(self.kind)
+        n = kind.shape[0]
+
+        def per_patient(name: str, default: float) -> Array:
+            value = v.get(name, jnp.asarray(default))
+            return jnp.broadcast_to(value, (n,))[:, None]
+
+        dose = jnp.asarray(self.dose)
+        effect = jnp.zeros(kind.shape)
+        for treatment, code in _KIND_CODES.items():
+            strength = per_patient(EFFECT_PARAMETER[treatment], 0.0)
+            if treatment == "shedding_inhibitor":
+                scaled = 1.0 - (1.0 - strength) ** dose
+            else:
+                scaled = strength * dose
+            effect = jnp.where(kind == int(code), scaled, effect)
+        cytotoxic = kind == int(TreatmentKind.CYTOTOXIC)
+        dosed = jnp.asarray(self.dose_interval) > 0
+        residual = jnp.asarray(self.residual_fraction)
+        residual = jnp.where(
+            jnp.isnan(residual), per_patient("residual_fraction", 1.0)[:, 0], residual
+        )
+        return Treatments(
+            kind=kind,
+            start=jnp.asarray(self.start),
+            end=jnp.asarray(self.end),
+            effect=effect,
+            resistance=jnp.where(cytotoxic, per_patient("resistance_rate", 0.0), 0.0),
+            dose_interval=jnp.asarray(self.dose_interval),
+            dose_hour=jnp.asarray(self.dose_hour),
+            drug_half_life=jnp.where(dosed, per_patient("drug_half_life", 1.0), 1.0),
+            surgery_time=jnp.asarray(self.surgery_time),
+            residual_fraction=residual,
+        )
+
+
+def treatment_design(table: pd.DataFrame, patient_ids: Sequence[str]) -> TreatmentDesign:
+    """The :class:`TreatmentDesign` of a treatments table, one row per patient in ``patient_ids``.
 
     ``table`` has the columns of ``treatments.csv`` (DESIGN.md section 9): ``kind`` is one of
     cytotoxic, shedding_inhibitor, cluster_dissociation or surgery; ``dose`` is the relative dose
-    (1 = the standard dose whose effect the spec's parameter describes). Effects: cytotoxic
-    kill = kill_rate * dose (decaying at resistance_rate if declared); inhibitor
-    1 - (1 - inhibition) ** dose; dissociation = dissociation_rate * dose. Surgery rows give
-    ``start`` (the day) and, optionally, ``residual_fraction`` (else the spec's parameter).
+    (1 = the standard dose whose effect the spec's parameter describes; missing means 1). Surgery
+    rows give ``start`` (the day) and, optionally, ``residual_fraction``.
     """
-    v = internal_values(spec, values)
     n = len(patient_ids)
-    per_patient = lambda name: np.broadcast_to(np.asarray(v[name]), (n,))  # noqa: E731
     index = {pid: i for i, pid in enumerate(patient_ids)}
     drugs = table[table["kind"] != "surgery"]
     width = max(1, int(drugs.groupby("patient_id").size().max()) if len(drugs) else 1)
-    arrays = {
-        f: np.zeros((n, width)) for f in ("start", "end", "effect", "resistance", "tau", "hour")
-    }
-    arrays["half_life"] = np.ones((n, width))
+    arrays = {f: np.zeros((n, width)) for f in ("start", "end", "tau")}
+    arrays["dose"] = np.ones((n, width))
+    arrays["hour"] = np.full((n, width), 9.0)
     kind = np.zeros((n, width), dtype=np.int32)
     surgery_time = np.full(n, np.inf)
     residual = np.ones(n)
@@ -142,37 +214,48 @@ def treatments_from_table(
         if row.kind == "surgery":
             surgery_time[i] = row.start
             given = getattr(row, "residual_fraction", np.nan)
-            residual[i] = given if pd.notna(given) else per_patient("residual_fraction")[i]
+            residual[i] = given if pd.notna(given) else np.nan
             continue
         j = slot[i]
         slot[i] += 1
-        dose = 1.0 if pd.isna(row.dose) else float(row.dose)
-        effect = per_patient(EFFECT_PARAMETER[row.kind])[i]
-        if row.kind == "cytotoxic":
-            arrays["effect"][i, j] = effect * dose
-            if "resistance_rate" in v:
-                arrays["resistance"][i, j] = per_patient("resistance_rate")[i]
-        elif row.kind == "shedding_inhibitor":
-            arrays["effect"][i, j] = 1.0 - (1.0 - effect) ** dose
-        else:
-            arrays["effect"][i, j] = effect * dose
         kind[i, j] = int(_KIND_CODES[row.kind])
         arrays["start"][i, j], arrays["end"][i, j] = row.start, row.end
+        if pd.notna(row.dose):
+            arrays["dose"][i, j] = float(row.dose)
         interval = getattr(row, "dose_interval_days", 0.0)
         arrays["tau"][i, j] = 0.0 if pd.isna(interval) else interval
         hour = getattr(row, "dose_clock_hour", 9.0)
-        arrays["hour"][i, j] = 9.0 if pd.isna(hour) else hour
-        if arrays["tau"][i, j] > 0:
-            arrays["half_life"][i, j] = per_patient("drug_half_life")[i]
-    return Treatments(
-        kind=jnp.asarray(kind),
-        start=jnp.asarray(arrays["start"]),
-        end=jnp.asarray(arrays["end"]),
-        effect=jnp.asarray(arrays["effect"]),
-        resistance=jnp.asarray(arrays["resistance"]),
-        dose_interval=jnp.asarray(arrays["tau"]),
-        dose_hour=jnp.asarray(arrays["hour"]),
-        drug_half_life=jnp.asarray(arrays["half_life"]),
-        surgery_time=jnp.asarray(surgery_time),
-        residual_fraction=jnp.asarray(residual),
+        if pd.notna(hour):
+            arrays["hour"][i, j] = hour
+    return TreatmentDesign(
+        kind=kind,
+        start=arrays["start"],
+        end=arrays["end"],
+        dose=arrays["dose"],
+        dose_interval=arrays["tau"],
+        dose_hour=arrays["hour"],
+        surgery_time=surgery_time,
+        residual_fraction=residual,
     )
+
+
+def treatments_from_table(
+    spec: ModelSpec,
+    table: pd.DataFrame,
+    patient_ids: Sequence[str],
+    values: Mapping[str, ArrayLike],
+) -> Treatments:
+    """Batched :class:`Treatments` (one row per patient, in ``patient_ids`` order).
+
+    Effects: cytotoxic kill = kill_rate * dose (decaying at resistance_rate if declared);
+    inhibitor 1 - (1 - inhibition) ** dose; dissociation = dissociation_rate * dose. Surgery
+    without a ``residual_fraction`` uses the spec's parameter. See :func:`treatment_design`.
+    """
+    design = treatment_design(table, patient_ids)
+    missing = design.missing_parameters(spec)
+    if missing:
+        raise ValueError(
+            f"{spec.path}: the treatments need parameters the spec does not declare: "
+            + ", ".join(missing)
+        )
+    return design.treatments(spec, values)
