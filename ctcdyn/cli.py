@@ -12,10 +12,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ._cli_common import (
+    console,
+    err_console,
+)
+from ._cli_common import (
+    fail as _fail,
+)
+from ._cli_common import (
+    load_spec as _load_spec,
+)
+from ._cli_common import (
+    start as _start,
+)
+from ._cli_fit import diagnose, fit
 from ._version import __version__
 
 app = typer.Typer(
@@ -25,10 +38,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+app.command()(fit)
+app.command()(diagnose)
 spec_app = typer.Typer(help="List, show and check model specs (TOML).", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
-console = Console()
-err_console = Console(stderr=True)
 
 
 class EngineName(enum.StrEnum):
@@ -61,26 +74,6 @@ def _engine(
         EngineName.hybrid: dynamics.Hybrid,
     }
     return engines[name]()
-
-
-def _start() -> None:
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _load_spec(model: str):
-    from .specs import SpecError, load_spec
-
-    try:
-        return load_spec(model)
-    except (SpecError, ValueError, FileNotFoundError) as err:
-        raise _fail(str(err)) from None
 
 
 @app.callback(invoke_without_command=True)

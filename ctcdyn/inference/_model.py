@@ -1,0 +1,288 @@
+r"""The NumPyro model of serial CTC counts: parameters -> dynamics -> blood draws -> likelihood.
+
+The model is thin (DESIGN.md section 7): it samples parameters, calls the same dynamics
+(:func:`ctcdyn.solve`, fast-clearance engine) and observation model that simulation uses, and
+adds the count likelihood. For each parameter of the spec:
+
+- **patient-level** (``level = "patient"``), non-centred on the unconstrained scale T (log for
+  positive parameters, logit for probabilities; ``ctcdyn.simulate._parameters``):
+
+  .. math::
+
+      T(\theta_i) = T(m) + s \, z_i, \qquad z_i \sim \mathrm{Normal}(0, 1),
+
+  with the population median m ~ the spec's prior (site ``NAME_median``) and the between-patient
+  SD s ~ LogNormal(log ``between_patients``, 0.5) (site ``NAME_sd``); ``NAME`` holds the
+  patient values (dim ``patient``) and matches ``truth.csv`` of ``ctcdyn simulate``;
+- **population-level**: one value with the spec's prior (site ``NAME``);
+- **fixed**: the spec's value.
+
+With a fixed :class:`Population` (per-patient fits) m, s and the population-level values are
+constants and each patient's posterior is independent of the others'.
+
+A patient whose solve fails (``Trajectory.ok`` False) gets log density -inf: the proposal is
+rejected instead of poisoning the run (DESIGN.md section 10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jaxtyping import Array, PRNGKeyArray
+
+from ..dynamics import Analytic, FastClearance, solve
+from ..observation import (
+    DrawCounts,
+    Family,
+    count_log_prob,
+    expected_counts,
+    get_assay,
+    sample_counts,
+)
+from ..simulate._parameters import from_unconstrained, to_unconstrained
+from ..specs import ModelSpec, TreatmentDesign, build_model, internal_values
+from ._data import PatientArrays
+
+#: sd of log(between-patient SD) around the spec's ``between_patients`` (weakly informative:
+#: a factor e^(2 x 0.5) = 2.7 either way holds 95% of the prior).
+SD_PRIOR_SD_LOG = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """A fixed population distribution: what per-patient fits condition on.
+
+    Attributes:
+        medians: population median of each patient-level parameter (spec units).
+        sds: between-patient SD of each patient-level parameter (unconstrained scale).
+        values: each population-level parameter (spec units).
+        source: where the numbers came from (recorded in the run's manifest).
+    """
+
+    medians: Mapping[str, float]
+    sds: Mapping[str, float]
+    values: Mapping[str, float]
+    source: str
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Population:
+        """Prior medians and the spec's ``between_patients`` (a new patient, no cohort data)."""
+        medians, sds, values = {}, {}, {}
+        for name in spec.sampled:
+            p = spec.parameters[name]
+            if p.level == "patient":
+                medians[name], sds[name] = p.typical(), p.between_patients
+            else:
+                values[name] = p.typical()
+        return cls(medians, sds, values, source=f"spec {spec.name} (prior medians)")
+
+    @classmethod
+    def from_posterior(cls, spec: ModelSpec, posterior, source: str) -> Population:
+        """Posterior medians of a cohort fit's population parameters (``posterior`` is the
+        DataTree's posterior group, or any mapping of name -> samples)."""
+        med = lambda name: float(np.median(np.asarray(posterior[name])))  # noqa: E731
+        medians, sds, values = {}, {}, {}
+        for name in spec.sampled:
+            if spec.parameters[name].level == "patient":
+                medians[name], sds[name] = med(f"{name}_median"), med(f"{name}_sd")
+            else:
+                values[name] = med(name)
+        return cls(medians, sds, values, source=source)
+
+    def to_dict(self) -> dict:
+        return {
+            "medians": dict(self.medians),
+            "sds": dict(self.sds),
+            "values": dict(self.values),
+            "source": self.source,
+        }
+
+
+def fit_engine(spec: ModelSpec, design: TreatmentDesign) -> FastClearance:
+    """The engine inside the likelihood.
+
+    :class:`~ctcdyn.Analytic` (the fast-clearance model in closed form; gradients ~100x cheaper
+    than through an adaptive solve, DESIGN.md section 10) when both growth laws are exponential
+    and no treatment is given in boluses; otherwise :class:`~ctcdyn.FastClearance` with
+    tolerances for inference (rtol 1e-5 is far below the relative noise of any count: a
+    Poisson count of 10^4 has 1%).
+    """
+    exponential = spec.primary_growth == "exponential" and spec.metastatic_growth == "exponential"
+    max_doses = design.max_doses()
+    if exponential and max_doses == 1 and not (np.asarray(design.dose_interval) > 0).any():
+        return Analytic()
+    return FastClearance(rtol=1e-5, atol=1e-6, max_steps=4096, max_doses=max_doses)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CountModel:
+    """The NumPyro model of a cohort's counts under ``spec`` (call it with :class:`PatientArrays`).
+
+    Attributes:
+        spec: the model spec (parameters, priors, growth laws, count family).
+        engine: dynamics engine of the likelihood (:func:`fit_engine`).
+        population: None for the hierarchical cohort model; a :class:`Population` for
+            independent per-patient fits.
+        censored: whether any count is censored (False skips the costly tail probabilities).
+    """
+
+    spec: ModelSpec
+    engine: FastClearance
+    population: Population | None = None
+    censored: bool = True
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def sample_parameters(self, n_patients: int) -> dict[str, Array]:
+        """NumPyro sites of every sampled parameter; returns their values (spec units)."""
+        values: dict[str, Array] = {}
+        pop = self.population
+        for name in self.spec.sampled:
+            p = self.spec.parameters[name]
+            assert p.prior is not None
+            if p.level == "patient":
+                if pop is None:
+                    median = numpyro.sample(f"{name}_median", p.prior.to_numpyro())
+                    sd = numpyro.sample(
+                        f"{name}_sd",
+                        dist.LogNormal(math.log(p.between_patients), SD_PRIOR_SD_LOG),
+                    )
+                else:
+                    median, sd = pop.medians[name], pop.sds[name]
+                with numpyro.plate("patient", n_patients):
+                    z = numpyro.sample(f"{name}_z", dist.Normal(0.0, 1.0))
+                location = to_unconstrained(name, median)
+                values[name] = numpyro.deterministic(
+                    name, from_unconstrained(name, location + sd * z)
+                )
+            elif pop is None:
+                values[name] = numpyro.sample(name, p.prior.to_numpyro())
+            else:
+                values[name] = jnp.asarray(pop.values[name])
+        return values
+
+    # -- dynamics and observation -----------------------------------------------------------
+
+    def expected(
+        self, data: PatientArrays, values: Mapping[str, Array]
+    ) -> tuple[DrawCounts, Array]:
+        """Mean counts of every draw, and whether each patient's solve succeeded."""
+        n = jnp.shape(data.time)[0]
+        treatments = data.design.treatments(self.spec, values)
+        model = build_model(self.spec, values, treatments)
+        model = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model)
+        traj = jax.vmap(lambda m, ts: solve(m, ts, self.engine))(model, data.time)
+        internal = internal_values(self.spec, values)
+        recovery = data.recovery
+        if "recovery" in internal:
+            sampled = jnp.broadcast_to(internal["recovery"], (n,))[:, None]
+            recovery = jnp.where(data.sampled_recovery, sampled, data.recovery)
+        assay = dataclasses.replace(
+            get_assay("cellsearch"),
+            recovery=recovery,  # type: ignore[arg-type]
+            cluster_recovery=data.cluster_recovery,  # type: ignore[arg-type]
+            background_per_ml=data.background_per_ml,  # type: ignore[arg-type]
+        )
+        means = expected_counts(
+            traj.singles,
+            traj.clusters,
+            assay=assay,
+            volume_ml=data.volume_ml,
+            blood_volume_ml=jnp.asarray(data.blood_volume_ml)[:, None],
+        )
+        return means, traj.ok
+
+    def _concentration(self, values: Mapping[str, Array]) -> Array | None:
+        if self.spec.count_family != "negbin":
+            return None
+        return internal_values(self.spec, values)["dispersion"]
+
+    def log_likelihood(
+        self, data: PatientArrays, values: Mapping[str, Array]
+    ) -> tuple[Array, Array]:
+        """Pointwise log-likelihood of the single-CTC and cluster counts, each (patients, draws).
+
+        Missing and padded draws contribute 0; a failed solve gives -inf for its patient.
+        """
+        means, ok = self.expected(data, values)
+        phi = self._concentration(values)
+        family: Family = self.spec.count_family  # type: ignore[assignment]
+
+        def one(mean, observed, censor, mask):
+            ll = count_log_prob(
+                mean,
+                observed,
+                censor=censor if self.censored else None,
+                mask=mask,
+                family=family,
+                concentration=phi,
+            )
+            return jnp.where(ok[:, None], ll, -jnp.inf)
+
+        return (
+            one(means.singles, data.ctc, data.ctc_censor, data.ctc_mask),
+            one(means.clusters, data.clusters, data.clusters_censor, data.clusters_mask),
+        )
+
+    def predict(
+        self, key: PRNGKeyArray, data: PatientArrays, values: Mapping[str, Array]
+    ) -> DrawCounts:
+        """Replicated counts of every draw (the posterior predictive, given ``values``)."""
+        means, _ = self.expected(data, values)
+        phi = self._concentration(values)
+        family: Family = self.spec.count_family  # type: ignore[assignment]
+        k_s, k_c = jax.random.split(key)
+        return DrawCounts(
+            singles=sample_counts(k_s, means.singles, family=family, concentration=phi),
+            clusters=sample_counts(k_c, means.clusters, family=family, concentration=phi),
+        )
+
+    # -- the NumPyro model ------------------------------------------------------------------
+
+    def __call__(self, data: PatientArrays) -> None:
+        values = self.sample_parameters(jnp.shape(data.time)[0])
+        numpyro.factor("counts", _total_log_likelihood(self, data, values))
+
+    def initial_values(self, n_patients: int) -> dict[str, Array]:
+        """Every latent site at its prior median (z = 0): where chains start, before jitter."""
+        values: dict[str, Array] = {}
+        for name in self.spec.sampled:
+            p = self.spec.parameters[name]
+            assert p.prior is not None
+            if p.level == "patient":
+                values[f"{name}_z"] = jnp.zeros(n_patients)
+                if self.population is None:
+                    values[f"{name}_median"] = jnp.asarray(p.prior.median())
+                    values[f"{name}_sd"] = jnp.asarray(p.between_patients)
+            elif self.population is None:
+                values[name] = jnp.asarray(p.prior.median())
+        return values
+
+    def site_names(self) -> tuple[list[str], list[str]]:
+        """(population-level, per-patient) names of the parameters reported in a fit."""
+        population, patient = [], []
+        for name in self.spec.sampled:
+            p = self.spec.parameters[name]
+            if p.level == "patient":
+                patient.append(name)
+                if self.population is None:
+                    population += [f"{name}_median", f"{name}_sd"]
+            elif self.population is None:
+                population.append(name)
+        return population, patient
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _total_log_likelihood(model: CountModel, data: PatientArrays, values) -> Array:
+    # Compiled once per model and shape, so NumPyro's eager traces (initialisation,
+    # prior predictive) do not dispatch the dynamics op by op.
+    singles, clusters = model.log_likelihood(data, values)
+    return jnp.sum(singles) + jnp.sum(clusters)
