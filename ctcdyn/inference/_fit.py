@@ -57,6 +57,7 @@ def fit(
     nuts: NUTSSettings | None = None,
     svi: SVISettings | None = None,
     progress: Progress | None = None,
+    model: CountModel | None = None,
 ) -> FitResult:
     """Fit ``spec`` to ``data``.
 
@@ -71,6 +72,8 @@ def fit(
             look: it is never reported as converged).
         nuts, svi: settings of each method.
         progress: called as ``progress(phase, done, total)``.
+        model: the :class:`CountModel` to use (default :func:`count_model`); pass the same
+            object to repeated fits of equal shapes (chunks of a batch) to reuse compilations.
 
     Returns:
         A :class:`FitResult` whose tree has groups posterior, sample_stats, log_likelihood,
@@ -78,7 +81,7 @@ def fit(
     """
     nuts = NUTSSettings() if nuts is None else nuts
     svi = SVISettings() if svi is None else svi
-    model = count_model(spec, data, population)
+    model = count_model(spec, data, population) if model is None else model
     arrays = jax.tree.map(jnp.asarray, data.arrays)
     k_fit, k_tree, k_prior = jax.random.split(key, 3)
     report = (lambda phase: lambda d, t: progress(phase, d, t)) if progress else None

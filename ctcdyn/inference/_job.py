@@ -24,7 +24,7 @@ from ..diagnostics import check
 from ..specs import ModelSpec
 from ..store import Run, summarize
 from ._data import FitData, fit_data
-from ._fit import fit
+from ._fit import count_model, fit
 from ._model import Population
 from ._nuts import NUTSSettings
 from ._svi import SVISettings
@@ -106,7 +106,15 @@ def fit_run(
     )
     key = jax.random.key(seed)
     started = time.perf_counter()
-    kwargs = dict(population=population, method=method, nuts=nuts, svi=svi, progress=progress)
+    # one model object for every chunk: compiled samplers are cached per model
+    kwargs = dict(
+        population=population,
+        method=method,
+        nuts=nuts,
+        svi=svi,
+        progress=progress,
+        model=count_model(spec, data, population),
+    )
     if per_patient:
         tree = _chunked(spec, run, data, key, chunk_size, kwargs)
     else:

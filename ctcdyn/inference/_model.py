@@ -139,6 +139,16 @@ class CountModel:
     population: Population | None = None
     censored: bool = True
 
+    def _key(self) -> tuple:
+        return (repr(self.spec), self.engine, repr(self.population), self.censored)
+
+    def __eq__(self, other: object) -> bool:
+        # Equal models share compiled samplers and likelihoods (jit caches key on this).
+        return isinstance(other, CountModel) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     # -- parameters -------------------------------------------------------------------------
 
     def sample_parameters(self, n_patients: int) -> dict[str, Array]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.flatten_util
@@ -103,9 +103,61 @@ def run_nuts(
     n_problems = int(leaves[0].shape[0])
     first = jax.tree.map(lambda x: x[0], batch)
     k_init, k_jitter, k_chain = jax.random.split(key, 3)
-    potential_gen, postprocess_gen, center = _potential(model, first, k_init)
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+    kernels = _kernels(model, settings, first, k_init)
     shape = (n_problems, settings.chains)
+    jitter_keys = jax.random.split(k_jitter, shape)
+    chain_keys = jax.random.split(k_chain, shape)
+    states = kernels.start(batch, jitter_keys, chain_keys)
+    block = kernels.block
+    length = _block_length(settings)
+
+    total = settings.warmup + settings.samples
+    kept: list[dict] = []
+    warmup_divergences = np.zeros(shape, dtype=np.int64)
+    done = 0
+    while done < total:
+        states, records = block(states, batch)
+        records = jax.device_get(records)
+        if done < settings.warmup:
+            warmup_divergences += np.asarray(records["diverging"]).sum(axis=0)
+        else:
+            kept.append(records)
+        done += length
+        if progress is not None:
+            progress(done, total)
+
+    # scan stacks iterations first: (iterations, problems, chains, ...) -> (problems, chains, it)
+    joined = jax.tree.map(lambda *xs: np.moveaxis(np.concatenate(xs), 0, 2), *kept)
+    z = joined.pop("z")
+    out = kernels.postprocess(batch, z)
+    samples = {name: np.asarray(value) for name, value in jax.device_get(out).items()}
+    return NUTSResult(samples=samples, stats=joined, warmup_divergences=warmup_divergences)
+
+
+class _Kernels(NamedTuple):
+    start: Callable  # (batch, jitter_keys, chain_keys) -> states
+    block: Callable  # (states, batch) -> (states, records of `length` iterations)
+    postprocess: Callable  # (batch, z) -> constrained and deterministic sites
+
+
+#: Compiled kernels by (model, settings, data structure): chunks of a batch run, and repeated
+#: fits of one model, reuse them instead of tracing and compiling NUTS again (tens of seconds).
+_KERNELS: dict[tuple, _Kernels] = {}
+_KERNELS_KEPT = 8
+
+
+def _kernels(model, settings: NUTSSettings, first, key) -> _Kernels:
+    deterministic_start = hasattr(model, "initial_values")
+    signature = (
+        model,
+        settings,
+        jax.tree.structure(first),
+        tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(first)),
+    )
+    if deterministic_start and signature in _KERNELS:
+        return _KERNELS[signature]
+    potential_gen, postprocess_gen, center = _potential(model, first, key)
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
 
     def start(data, jitter_key, chain_key):
         flat, unravel = jax.flatten_util.ravel_pytree(center)
@@ -126,13 +178,6 @@ def run_nuts(
             rng_key=chain_key,
         )
 
-    per_chain = jax.vmap(start, in_axes=(None, 0, 0))
-    jitter_keys = jax.random.split(k_jitter, shape)
-    chain_keys = jax.random.split(k_chain, shape)
-    states = jax.jit(jax.vmap(per_chain))(batch, jitter_keys, chain_keys)
-
-    length = _block_length(settings)
-
     def one_step(state, data):
         new = sample_kernel(state, model_args=(data,))
         record = {
@@ -147,31 +192,28 @@ def run_nuts(
         return new, record
 
     step_all = jax.vmap(jax.vmap(one_step, in_axes=(0, None)))
+    length = _block_length(settings)
 
-    @jax.jit
     def block(states, data):
         return jax.lax.scan(lambda s, _: step_all(s, data), states, None, length=length)
 
-    total = settings.warmup + settings.samples
-    kept: list[dict] = []
-    warmup_divergences = np.zeros(shape, dtype=np.int64)
-    done = 0
-    while done < total:
-        states, records = block(states, batch)
-        records = jax.device_get(records)
-        if done < settings.warmup:
-            warmup_divergences += np.asarray(records["diverging"]).sum(axis=0)
-        else:
-            kept.append(records)
-        done += length
-        if progress is not None:
-            progress(done, total)
+    def one_problem(data, z_problem):
+        fn = postprocess_gen(data)
+        flat = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), z_problem)
+        out = jax.lax.map(fn, flat, batch_size=256)
+        chains, draws = jax.tree.leaves(z_problem)[0].shape[:2]
+        return jax.tree.map(lambda x: x.reshape((chains, draws, *x.shape[1:])), out)
 
-    # scan stacks iterations first: (iterations, problems, chains, ...) -> (problems, chains, it)
-    joined = jax.tree.map(lambda *xs: np.moveaxis(np.concatenate(xs), 0, 2), *kept)
-    z = joined.pop("z")
-    samples = _postprocess(postprocess_gen, batch, z)
-    return NUTSResult(samples=samples, stats=joined, warmup_divergences=warmup_divergences)
+    kernels = _Kernels(
+        start=jax.jit(jax.vmap(jax.vmap(start, in_axes=(None, 0, 0)))),
+        block=jax.jit(block),
+        postprocess=jax.jit(jax.vmap(one_problem)),
+    )
+    if deterministic_start:
+        if len(_KERNELS) >= _KERNELS_KEPT:
+            _KERNELS.pop(next(iter(_KERNELS)))
+        _KERNELS[signature] = kernels
+    return kernels
 
 
 def _potential(model, data, key):
@@ -197,17 +239,3 @@ def _potential(model, data, key):
     )
     center = transform_fn(transforms, values, invert=True)
     return potential_gen, postprocess_gen, center
-
-
-def _postprocess(postprocess_gen, batch, z) -> dict[str, np.ndarray]:
-    """Constrained values and deterministic sites of every draw (vmapped over draws)."""
-
-    def one_problem(data, z_problem):
-        fn = postprocess_gen(data)
-        flat = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), z_problem)
-        out = jax.lax.map(fn, flat, batch_size=256)
-        chains, draws = jax.tree.leaves(z_problem)[0].shape[:2]
-        return jax.tree.map(lambda x: x.reshape((chains, draws, *x.shape[1:])), out)
-
-    out = jax.jit(jax.vmap(one_problem))(batch, z)
-    return {name: np.asarray(value) for name, value in jax.device_get(out).items()}

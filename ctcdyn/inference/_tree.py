@@ -8,6 +8,7 @@ from the prior, for prior-to-posterior contraction). Padded blood draws are NaN 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -65,16 +66,10 @@ def pointwise(
     ``values`` have a leading axis of draws S; returns arrays (S, patients, blood_draws).
     """
 
-    def one(args):
-        v, k = args
-        ll_s, ll_c = model.log_likelihood(arrays, v)
-        rep = model.predict(k, arrays, v)
-        return ll_s, ll_c, rep.singles, rep.clusters
-
     size = next(iter(values.values())).shape[0]
     keys = jax.random.split(key, size)
-    ll_s, ll_c, y_s, y_c = jax.jit(lambda v, k: jax.lax.map(one, (v, k), batch_size=DRAW_BATCH))(
-        {k: jnp.asarray(v) for k, v in values.items()}, keys
+    ll_s, ll_c, y_s, y_c = _pointwise_draws(
+        model, arrays, {k: jnp.asarray(v) for k, v in values.items()}, keys
     )
     return {
         "ll_ctc": np.asarray(ll_s),
@@ -82,6 +77,18 @@ def pointwise(
         "pp_ctc": np.asarray(y_s, dtype=float),
         "pp_clusters": np.asarray(y_c, dtype=float),
     }
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _pointwise_draws(model: CountModel, arrays: PatientArrays, values, keys):
+    # compiled once per model object (CountModel hashes by identity) and shape
+    def one(args):
+        v, k = args
+        ll_s, ll_c = model.log_likelihood(arrays, v)
+        rep = model.predict(k, arrays, v)
+        return ll_s, ll_c, rep.singles, rep.clusters
+
+    return jax.lax.map(one, (values, keys), batch_size=DRAW_BATCH)
 
 
 def prior_draws(
