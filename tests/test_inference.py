@@ -285,3 +285,22 @@ def _recording(log, fn):
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+def test_svi_fit_is_recorded_as_approximate(tmp_path, cohort_dir, mbc):
+    from ctcdyn.inference import SVISettings
+
+    run = fit_run(
+        mbc,
+        _files(cohort_dir),
+        tmp_path / "svi",
+        method="svi",
+        svi=SVISettings(steps=200, draws=50),
+    )
+    assert run.manifest["status"] == "approximate"
+    post = run.read_posterior()["posterior"]
+    assert post.sizes["chain"] == 1 and post.sizes["draw"] == 50
+    assert post["kill_rate"].dims == ("chain", "draw", "patient")
+    assert np.all(np.isfinite(post["kill_rate"].values))
+    result = runner.invoke(app, ["diagnose", str(tmp_path / "svi")])
+    assert result.exit_code == 1 and "approximate" in result.output
