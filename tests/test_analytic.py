@@ -110,3 +110,16 @@ def test_analytic_refuses_boluses_and_other_growth_laws():
     assert not bool(solve(dosed, TS, Analytic()).ok)
     with pytest.raises(TypeError, match="exponential"):
         solve(model("gompertz"), TS, Analytic())
+
+
+@pytest.mark.parametrize("case", ["surgery+cytotoxic", "dissociation"])
+def test_without_lesions_agrees_on_every_other_compartment(case):
+    """``Analytic(lesions=False)`` (the likelihood's engine) skips only N: P, M, S, C and ``ok``
+    are those of the full engine, and N is NaN, never a silent wrong number."""
+    m = _model(case)
+    full = _solve(m, TS, Analytic())
+    lean = _solve(m, TS, Analytic(lesions=False))
+    for name in ("primary", "metastatic", "singles", "clusters"):
+        np.testing.assert_allclose(getattr(lean, name), getattr(full, name), rtol=1e-14)
+    assert bool(lean.ok) and bool(full.ok)
+    assert bool(jnp.all(jnp.isnan(lean.lesions)))

@@ -118,7 +118,7 @@ def fit_engine(spec: ModelSpec, design: TreatmentDesign) -> FastClearance:
     exponential = spec.primary_growth == "exponential" and spec.metastatic_growth == "exponential"
     max_doses = design.max_doses()
     if exponential and max_doses == 1 and not (np.asarray(design.dose_interval) > 0).any():
-        return Analytic()
+        return Analytic(lesions=False)  # the counts never read the lesion count
     return FastClearance(rtol=1e-5, atol=1e-6, max_steps=4096, max_doses=max_doses)
 
 
@@ -140,7 +140,9 @@ class CountModel:
     censored: bool = True
 
     def _key(self) -> tuple:
-        return (repr(self.spec), self.engine, repr(self.population), self.censored)
+        # The class is part of the key: a subclass (a variant of the likelihood) must not share
+        # the compiled samplers of its base model.
+        return (type(self), repr(self.spec), self.engine, repr(self.population), self.censored)
 
     def __eq__(self, other: object) -> bool:
         # Equal models share compiled samplers and likelihoods (jit caches key on this).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.flatten_util
@@ -73,6 +73,15 @@ class NUTSResult:
     warmup_divergences: np.ndarray
 
 
+@runtime_checkable
+class StartsAtValues(Protocol):
+    """A model with a deterministic start point (e.g. :class:`~ctcdyn.inference.CountModel`: the
+    prior medians). Chains of such a model start there plus jitter, so its compiled sampler does
+    not depend on the key and is cached; other models start at a prior draw."""
+
+    def initial_values(self, n_patients: int) -> dict[str, Any]: ...
+
+
 def _block_length(settings: NUTSSettings) -> int:
     return math.gcd(settings.warmup, settings.samples, MAX_BLOCK)
 
@@ -97,6 +106,12 @@ def run_nuts(
 
     Returns:
         A :class:`NUTSResult` of NumPy arrays.
+
+    Cost: under ``vmap`` every (problem, chain) advances in lock step, so one iteration costs
+    the longest trajectory among them (NUTS's while-loop runs until the last tree is built).
+    A batch of many easy problems with a few hard ones runs at the pace of the hard ones; a
+    lower ``max_tree_depth`` bounds that cost (at the price of mixing for the hard problems,
+    which their R-hat and ESS then show).
     """
     settings = NUTSSettings() if settings is None else settings
     leaves = jax.tree.leaves(batch)
@@ -147,7 +162,7 @@ _KERNELS_KEPT = 8
 
 
 def _kernels(model, settings: NUTSSettings, first, key) -> _Kernels:
-    deterministic_start = hasattr(model, "initial_values")
+    deterministic_start = isinstance(model, StartsAtValues)
     signature = (
         model,
         settings,
@@ -231,10 +246,9 @@ def _potential(model, data, key):
     potential_gen, postprocess_gen = get_potential_fn(
         model, transforms, replay_model=True, dynamic_args=True, model_args=(data,)
     )
-    start_values = getattr(model, "initial_values", None)
     values = (
-        start_values(jax.tree.leaves(data)[0].shape[0])
-        if start_values is not None
+        model.initial_values(jax.tree.leaves(data)[0].shape[0])
+        if isinstance(model, StartsAtValues)
         else {name: site["value"] for name, site in latent.items()}
     )
     center = transform_fn(transforms, values, invert=True)
