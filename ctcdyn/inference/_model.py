@@ -224,7 +224,11 @@ class CountModel:
 
         Missing and padded draws contribute 0; a failed solve gives -inf for its patient.
         """
-        means, ok = self.expected(data, values)
+        return self._log_likelihood(data, values, *self.expected(data, values))
+
+    def _log_likelihood(
+        self, data: PatientArrays, values: Mapping[str, Array], means: DrawCounts, ok: Array
+    ) -> tuple[Array, Array]:
         phi = self._concentration(values)
         family: Family = self.spec.count_family  # type: ignore[assignment]
 
@@ -248,7 +252,9 @@ class CountModel:
         self, key: PRNGKeyArray, data: PatientArrays, values: Mapping[str, Array]
     ) -> DrawCounts:
         """Replicated counts of every draw (the posterior predictive, given ``values``)."""
-        means, _ = self.expected(data, values)
+        return self._predict(key, values, self.expected(data, values)[0])
+
+    def _predict(self, key: PRNGKeyArray, values: Mapping[str, Array], means: DrawCounts):
         phi = self._concentration(values)
         family: Family = self.spec.count_family  # type: ignore[assignment]
         k_s, k_c = jax.random.split(key)
@@ -256,6 +262,14 @@ class CountModel:
             singles=sample_counts(k_s, means.singles, family=family, concentration=phi),
             clusters=sample_counts(k_c, means.clusters, family=family, concentration=phi),
         )
+
+    def pointwise(
+        self, key: PRNGKeyArray, data: PatientArrays, values: Mapping[str, Array]
+    ) -> tuple[Array, Array, DrawCounts]:
+        """:meth:`log_likelihood` and :meth:`predict` from one solve of the dynamics."""
+        means, ok = self.expected(data, values)
+        singles, clusters = self._log_likelihood(data, values, means, ok)
+        return singles, clusters, self._predict(key, values, means)
 
     # -- the NumPyro model ------------------------------------------------------------------
 

@@ -68,14 +68,21 @@ def pointwise(
 
     size = next(iter(values.values())).shape[0]
     keys = jax.random.split(key, size)
-    ll_s, ll_c, y_s, y_c = _pointwise_draws(
-        model, arrays, {k: jnp.asarray(v) for k, v in values.items()}, keys
-    )
+    # Pad the draws to whole batches: lax.map then compiles one vmapped body, not a second
+    # copy for the remainder (the body is the dynamics, the likelihood and the count sampler).
+    padded = -(-size // DRAW_BATCH) * DRAW_BATCH
+
+    def pad(x):
+        x = jnp.asarray(x)
+        return jnp.concatenate([x, jnp.repeat(x[-1:], padded - size, axis=0)])
+
+    out = _pointwise_draws(model, arrays, {k: pad(v) for k, v in values.items()}, pad(keys))
+    ll_s, ll_c, y_s, y_c = (np.asarray(x[:size]) for x in out)
     return {
-        "ll_ctc": np.asarray(ll_s),
-        "ll_clusters": np.asarray(ll_c),
-        "pp_ctc": np.asarray(y_s, dtype=float),
-        "pp_clusters": np.asarray(y_c, dtype=float),
+        "ll_ctc": ll_s,
+        "ll_clusters": ll_c,
+        "pp_ctc": y_s.astype(float),
+        "pp_clusters": y_c.astype(float),
     }
 
 
@@ -84,8 +91,7 @@ def _pointwise_draws(model: CountModel, arrays: PatientArrays, values, keys):
     # compiled once per model object (CountModel hashes by identity) and shape
     def one(args):
         v, k = args
-        ll_s, ll_c = model.log_likelihood(arrays, v)
-        rep = model.predict(k, arrays, v)
+        ll_s, ll_c, rep = model.pointwise(k, arrays, v)
         return ll_s, ll_c, rep.singles, rep.clusters
 
     return jax.lax.map(one, (values, keys), batch_size=DRAW_BATCH)
@@ -95,13 +101,18 @@ def prior_draws(
     model: CountModel, arrays: PatientArrays, key: PRNGKeyArray, n: int
 ) -> dict[str, np.ndarray]:
     """``n`` draws of the reported parameters from the prior (shape (n, ...))."""
+    out = _prior_draws(model, int(jnp.shape(arrays.time)[0]), n, key)
+    return {name: np.asarray(value) for name, value in out.items()}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _prior_draws(model: CountModel, n_patients: int, n: int, key: PRNGKeyArray):
+    # compiled: run eagerly, NumPyro's Predictive dispatches every site op by op (~15 s)
     population, patient = model.site_names()
-    sites = population + patient
     predictive = numpyro.infer.Predictive(
-        model.sample_parameters, num_samples=n, return_sites=sites
+        model.sample_parameters, num_samples=n, return_sites=population + patient
     )
-    out = predictive(key, jnp.shape(arrays.time)[0])
-    return {name: np.asarray(out[name]) for name in sites}
+    return predictive(key, n_patients)
 
 
 def build_tree(
