@@ -1,46 +1,122 @@
 """A fit from input files to a run folder: validate, fit (in chunks for per-patient batches),
 diagnose, and store — resumable, with every write atomic.
 
-Per-patient runs are split into chunks of patients; each finished chunk is written to the run
-before the next starts, and ``resume=True`` redoes only chunks that are not on disk. Chunk k is
-fitted with ``fold_in(key, k)`` and padded to the chunk size, so a resumed run gives the same
-draws as an uninterrupted one, and every chunk reuses one compiled sampler.
+Per-patient runs are cut into chunks of patients by draw-count bucket (``._buckets``); an
+executor (``._executor``: this process, or a Dask cluster) fits the chunks, and this process
+writes each finished chunk to the run as it arrives. ``resume=True`` redoes only chunks that
+are not on disk. Chunk k is fitted with ``fold_in(key(seed), k)`` and padded to its bucket's
+shape, so a resumed run, or one on another executor, gives the same draws as an uninterrupted
+local one. A task carries only its chunk's arrays and the spec, never the whole cohort.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from ..data import read_tables
+from ..data import Tables, read_tables
 from ..diagnostics import check
 from ..specs import ModelSpec
 from ..store import Run, summarize
-from ._data import FitData, fit_data
+from ._buckets import ChunkPlan, plan_chunks
+from ._data import FitData, PatientArrays, fit_data
+from ._executor import Executor, LocalExecutor
 from ._fit import count_model, fit
-from ._model import Population
+from ._model import CountModel, Population
 from ._nuts import NUTSSettings
+from ._shard import shard_patients
 from ._svi import SVISettings
 
 Progress = Callable[[str, int, int], None]
 
+#: Draw-axis fields of :class:`PatientArrays` keep (patients, draws); the others (patients, ...).
+_PER_PATIENT_ONLY = ("blood_volume_ml", "design")
 
-def subset(data: FitData, index: np.ndarray) -> FitData:
-    """The patients ``index`` of ``data`` (the padded draw width is kept)."""
+
+def subset(data: FitData, index: np.ndarray, width: int | None = None) -> FitData:
+    """The patients ``index`` of ``data``, their blood draws cut to ``width`` (default: kept).
+
+    Cutting only removes padding: ``width`` must hold every chosen patient's draws. The
+    tables are left out (a task sent to a worker carries only its own patients' arrays).
+    """
+    arrays = data.arrays.rows(index)
+    draw_rows = data.draw_rows[index]
+    if width is not None:
+        if width < int(data.n_draws[index].max()):
+            raise ValueError(f"width {width} is narrower than a chosen patient's draws")
+        cut: dict[str, Any] = {
+            f.name: np.asarray(getattr(arrays, f.name))[:, :width]
+            for f in dataclasses.fields(PatientArrays)
+            if f.name not in _PER_PATIENT_ONLY
+        }
+        arrays = dataclasses.replace(arrays, **cut)
+        draw_rows = draw_rows[:, :width]
     return FitData(
         patient_ids=tuple(data.patient_ids[i] for i in index),
-        arrays=data.arrays.rows(index),
+        arrays=arrays,
         n_draws=data.n_draws[index],
-        draw_rows=data.draw_rows[index],
-        tables=data.tables,
+        draw_rows=draw_rows,
+        tables=_NO_TABLES,
     )
+
+
+_NO_TABLES = Tables(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+
+
+@dataclasses.dataclass(frozen=True)
+class FitTask:
+    """One unit of work for an executor: fit ``data`` and keep its first ``real`` patients.
+
+    Attributes:
+        spec, model, population, method, nuts, svi: what to fit and how.
+        data: the patients of the task (a chunk, padded; or the whole cohort).
+        real: patients to keep (the rest pad the chunk to its bucket's size).
+        seed: the run's seed.
+        chunk: the chunk id (key ``fold_in(key(seed), chunk)``); None for a cohort fit (key
+            ``key(seed)``), whose patients are sharded over the worker's devices.
+    """
+
+    spec: ModelSpec
+    model: CountModel
+    data: FitData
+    real: int
+    seed: int
+    chunk: int | None
+    population: Population | None
+    method: Literal["nuts", "svi"]
+    nuts: NUTSSettings
+    svi: SVISettings
+
+
+def fit_task(task: FitTask, progress: Progress | None = None) -> xr.DataTree:
+    """Run one :class:`FitTask` (in this process or on a worker); returns its DataTree."""
+    key = jax.random.key(task.seed)
+    data = task.data
+    if task.chunk is None:
+        data = shard_patients(data)
+    else:
+        key = jax.random.fold_in(key, task.chunk)
+    result = fit(
+        task.spec,
+        data,
+        key,
+        population=task.population,
+        method=task.method,
+        nuts=task.nuts,
+        svi=task.svi,
+        progress=progress,
+        model=task.model,
+    )
+    return _first_patients(result.tree, task.real)
 
 
 def fit_run(
@@ -54,6 +130,8 @@ def fit_run(
     svi: SVISettings | None = None,
     population: Population | None = None,
     chunk_size: int = 500,
+    buckets: bool = True,
+    executor: Executor | None = None,
     resume: bool = False,
     overwrite: bool = False,
     format: Literal["netcdf", "zarr"] = "netcdf",
@@ -70,10 +148,16 @@ def fit_run(
         population: a fixed population for independent per-patient fits; None for the
             hierarchical cohort fit.
         chunk_size: patients per chunk of a per-patient run.
-        resume: continue an interrupted run in ``out`` (same inputs and settings).
+        buckets: per-patient runs: chunk patients by draw-count bucket (``._buckets``); False
+            pads everyone to the largest draw count.
+        executor: where fits run (default :class:`LocalExecutor`; :class:`DaskExecutor` for a
+            Dask cluster). Results are written by this process as they arrive.
+        resume: continue an interrupted run in ``out`` (same inputs and settings; any
+            executor).
         overwrite: replace a finished run in ``out``.
         format: "netcdf" (``posterior.nc``) or "zarr" (``posterior.zarr``, for large batches).
-        progress: called as ``progress(phase, done, total)``.
+        progress: called as ``progress(phase, done, total)``; phase "chunks" after each chunk
+            written, "nuts"/"svi" for sampler iterations (local executor only).
 
     Returns:
         The finished :class:`~ctcdyn.store.Run`; its manifest's ``status`` is "passed",
@@ -84,6 +168,7 @@ def fit_run(
     """
     nuts = NUTSSettings() if nuts is None else nuts
     svi = SVISettings() if svi is None else svi
+    executor = LocalExecutor() if executor is None else executor
     paths = {role: Path(p) for role, p in files.items()}
     tables = read_tables(paths["draws"], paths["patients"], paths.get("treatments"))
     data = fit_data(spec, tables, labels={role: str(p) for role, p in paths.items()})
@@ -92,6 +177,7 @@ def fit_run(
     sampler.update(dataclasses.asdict(nuts if method == "nuts" else svi))
     if per_patient:
         sampler["chunk_size"] = chunk_size
+        sampler["buckets"] = "pow2" if buckets else "none"
         sampler["population"] = population.to_dict()  # type: ignore[union-attr]
     run = Run.create(
         out,
@@ -104,21 +190,28 @@ def fit_run(
         overwrite=overwrite,
         resume=resume,
     )
-    key = jax.random.key(seed)
     started = time.perf_counter()
     # one model object for every chunk: compiled samplers are cached per model
-    kwargs = dict(
+    base = FitTask(
+        spec=spec,
+        model=count_model(spec, data, population),
+        data=data,
+        real=data.n_patients,
+        seed=seed,
+        chunk=None,
         population=population,
         method=method,
         nuts=nuts,
         svi=svi,
-        progress=progress,
-        model=count_model(spec, data, population),
     )
+    local = isinstance(executor, LocalExecutor)
+    work = functools.partial(fit_task, progress=progress) if local and progress else fit_task
     if per_patient:
-        tree = _chunked(spec, run, data, key, chunk_size, kwargs)
+        plans = plan_chunks(data.n_draws, chunk_size, bucketed=buckets)
+        tree = _chunked(run, data, base, plans, executor, work, progress)
     else:
-        tree = fit(spec, data, key, **kwargs).tree  # type: ignore[arg-type]
+        cohort = dataclasses.replace(base, data=subset(data, np.arange(data.n_patients)))
+        tree = next(iter(executor.map(work, [cohort])))[1]
     fitted = time.perf_counter() - started
     summary = summarize(tree)
     timings = {"fit": fitted, "total": time.perf_counter() - started}
@@ -135,22 +228,50 @@ def fit_run(
     return run
 
 
-def _chunked(spec: ModelSpec, run: Run, data: FitData, key, chunk_size: int, kwargs) -> xr.DataTree:
-    n = data.n_patients
-    size = min(chunk_size, n)
-    starts = range(0, n, size)
+def _chunked(
+    run: Run,
+    data: FitData,
+    base: FitTask,
+    plans: list[ChunkPlan],
+    executor: Executor,
+    work: Callable[[FitTask], xr.DataTree],
+    progress: Progress | None,
+) -> xr.DataTree:
     done = run.finished_chunks()
-    for k, lo in enumerate(starts):
-        if k in done:
-            continue
-        real = np.arange(lo, min(lo + size, n))
-        # Pad the last chunk to the chunk size (repeating its last patient): one compilation.
-        index = np.concatenate([real, np.full(size - real.size, real[-1])])
-        chunk = subset(data, index)
-        tree = fit(spec, chunk, jax.random.fold_in(key, k), **kwargs).tree
-        tree = _first_patients(tree, real.size)
-        run.write_chunk(k, tree)
-    return run.read_chunks()
+    todo = [p for p in plans if p.chunk_id not in done]
+
+    def tasks() -> Iterator[FitTask]:
+        for plan in todo:  # built lazily: only the chunks in flight exist at once
+            chunk = subset(data, plan.padded(), plan.width)
+            yield dataclasses.replace(
+                base, data=chunk, real=plan.patients.size, chunk=plan.chunk_id
+            )
+
+    if progress is not None:
+        progress("chunks", len(plans) - len(todo), len(plans))
+    for position, tree in executor.map(work, tasks()):
+        chunk_id = todo[position].chunk_id
+        if chunk_id not in done:  # each chunk is written once, whatever the executor did
+            run.write_chunk(chunk_id, tree)
+            done.add(chunk_id)
+        if progress is not None:
+            progress("chunks", len(done), len(plans))
+    return _in_cohort_order(run.read_chunks(), data.patient_ids)
+
+
+def _in_cohort_order(tree: xr.DataTree, ids: tuple[str, ...]) -> xr.DataTree:
+    """The chunks' patients back in the patients table's order (each exactly once)."""
+    got = [str(p) for p in np.asarray(tree["posterior"].to_dataset()["patient"])]
+    if sorted(got) != sorted(ids) or len(set(got)) != len(got):
+        raise RuntimeError(
+            f"the run's chunks hold {len(got)} patients ({len(set(got))} distinct) but the "
+            f"cohort has {len(ids)}; the run folder is inconsistent. Try overwrite=True."
+        )
+
+    def order(ds: xr.Dataset) -> xr.Dataset:
+        return ds.sel(patient=list(ids)) if "patient" in ds.dims else ds
+
+    return tree.map_over_datasets(order)
 
 
 def _first_patients(tree: xr.DataTree, count: int) -> xr.DataTree:
