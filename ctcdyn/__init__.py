@@ -27,6 +27,7 @@ from .dynamics import (
     periodic_circulation,
     solve,
 )
+from .mrd import ImagingSchedule, LeadTimeResult, MonitoringSchedule, lead_time
 from .observation import (
     Assay,
     Censor,
@@ -39,6 +40,15 @@ from .observation import (
     register_assay,
     sample_counts,
     simulate_draw,
+)
+from .prognosis import (
+    Outcomes,
+    brier_score,
+    cellsearch_rule,
+    compare_with_rule,
+    cumulative_dynamic_auc,
+    integrated_brier_score,
+    uno_c,
 )
 from .simulate import Cohort, simulate_cohort, write_cohort
 from .specs import ModelSpec, SpecError, build_model, load_spec, treatments_from_table
@@ -59,10 +69,14 @@ __all__ = [
     "FastClearance",
     "Gompertz",
     "Hybrid",
+    "ImagingSchedule",
     "InputError",
     "Jump",
+    "LeadTimeResult",
     "Logistic",
     "ModelSpec",
+    "MonitoringSchedule",
+    "Outcomes",
     "SpecError",
     "State",
     "Tables",
@@ -72,14 +86,20 @@ __all__ = [
     "__version__",
     "assay_names",
     "blood_volume_ml",
+    "brier_score",
     "build_model",
+    "cellsearch_rule",
     "clock_hour",
+    "compare_with_rule",
     "count_distribution",
     "count_log_prob",
+    "cumulative_dynamic_auc",
     "daily_mean_circulation",
     "example_model",
     "expected_counts",
     "get_assay",
+    "integrated_brier_score",
+    "lead_time",
     "load_spec",
     "periodic_circulation",
     "read_tables",
@@ -89,5 +109,6 @@ __all__ = [
     "simulate_draw",
     "solve",
     "treatments_from_table",
+    "uno_c",
     "write_cohort",
 ]

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,6 +35,11 @@ class Method(enum.StrEnum):
 class Format(enum.StrEnum):
     netcdf = "netcdf"
     zarr = "zarr"
+
+
+class ExecutorName(enum.StrEnum):
+    local = "local"
+    dask = "dask"
 
 
 def fit(
@@ -60,11 +68,63 @@ def fit(
     chunk_size: Annotated[int, typer.Option(min=1, help="Patients per chunk (--per-patient).")] = (
         500
     ),
+    executor: Annotated[
+        ExecutorName,
+        typer.Option(help="Where fits run: this process, or a Dask cluster (docs/scale.md)."),
+    ] = ExecutorName.local,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="--executor dask: scheduler address; without it a LocalCluster starts."),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
     format: Annotated[Format, typer.Option(help="Posterior file format.")] = Format.netcdf,
+    marker: Annotated[
+        str | None,
+        typer.Option(help="Joint model of this marker column and an event (docs/prognosis.md)."),
+    ] = None,
+    family: Annotated[
+        str, typer.Option(help="--marker: gaussian, poisson or negbin.")
+    ] = "gaussian",
+    fixed_formula: Annotated[
+        str | None, typer.Option("--fixed", help='--marker: e.g. "log_bili ~ sex * time".')
+    ] = None,
+    random_formula: Annotated[
+        str, typer.Option("--random", help='--marker: random effects, e.g. "~ time".')
+    ] = "~ 1",
+    surv_formula: Annotated[
+        str, typer.Option("--surv", help='--marker: hazard covariates, e.g. "~ sex".')
+    ] = "~ 1",
+    event_time: Annotated[
+        str | None, typer.Option(help="--marker: event/censoring time column of --patients.")
+    ] = None,
+    event: Annotated[
+        str | None, typer.Option(help="--marker: event indicator column (1 event, 0 censored).")
+    ] = None,
+    causes: Annotated[
+        int, typer.Option(min=1, help="--marker: competing causes coded 1..K in --event.")
+    ] = 1,
+    assoc: Annotated[
+        str, typer.Option(help="--marker: value, slope, area, or several: value,slope.")
+    ] = "value",
+    baseline: Annotated[
+        str, typer.Option(help="--marker: baseline hazard: bspline, weibull or piecewise.")
+    ] = "bspline",
+    time_column: Annotated[
+        str, typer.Option(help="--marker: time column of --draws (the formulas' time).")
+    ] = "time",
+    entry_time: Annotated[
+        str | None, typer.Option(help="--marker: delayed-entry column (left truncation).")
+    ] = None,
+    event_upper: Annotated[
+        str | None,
+        typer.Option(help="--marker: upper bound of interval-censored events (column)."),
+    ] = None,
 ) -> None:
     """Fit a model to serial CTC counts; writes manifest, posterior and summary.csv into --out.
+
+    With --marker, fits the joint model of any longitudinal marker (linear mixed trajectory
+    from --fixed and --random formulas) and an event (hazard linked by --assoc) instead.
 
     The cohort model (default) is hierarchical. --per-patient fits every patient on their own
     with the population fixed (from the spec, or --population fits/RUN), batched in one
@@ -72,6 +132,41 @@ def fit(
     recorded in the run and printed, and `ctcdyn diagnose RUN` exits non-zero for it.
     """
     start()
+    if marker is not None:
+        from ._cli_joint import fit_joint_command
+
+        return fit_joint_command(
+            draws=draws,
+            patients=patients,
+            out=out,
+            marker=marker,
+            family=family,
+            fixed=fixed_formula,
+            random=random_formula,
+            surv=surv_formula,
+            event_time=event_time,
+            event=event,
+            causes=causes,
+            assoc=assoc,
+            baseline=baseline,
+            time_column=time_column,
+            entry_time=entry_time,
+            event_upper=event_upper,
+            chains=chains,
+            warmup=warmup,
+            samples=samples,
+            target_accept=target_accept,
+            max_tree_depth=max_tree_depth,
+            seed=seed,
+            overwrite=overwrite,
+            unsupported={
+                "--treatments": treatments is not None,
+                "--per-patient": per_patient,
+                "--population": population is not None,
+                "--method svi": method != Method.nuts,
+                "--resume": resume,
+            },
+        )
     from .data import InputError
     from .inference import NUTSSettings, Population, SVISettings, fit_run
     from .store import NotARunError, ResumeMismatchError, Run
@@ -106,6 +201,18 @@ def fit(
         svi = SVISettings(steps=svi_steps)
     except ValueError as err:
         raise fail(str(err)) from None
+    if scheduler is not None and executor != ExecutorName.dask:
+        raise fail("--scheduler applies to --executor dask; add --executor dask")
+    runner = None
+    if executor == ExecutorName.dask:
+        from .inference import DaskExecutor
+        from .inference._executor import import_distributed
+
+        try:
+            import_distributed()
+        except ImportError as err:
+            raise fail(escape(str(err))) from None
+        runner = DaskExecutor(scheduler=scheduler)
     with Progress(
         TextColumn("[bold]{task.description}[/]"),
         BarColumn(),
@@ -118,9 +225,12 @@ def fit(
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
-                tasks[phase] = bar.add_task(
-                    f"{phase} (iterations; first block compiles)", total=total
+                label = (
+                    "chunks written"
+                    if phase == "chunks"
+                    else f"{phase} (iterations; first block compiles)"
                 )
+                tasks[phase] = bar.add_task(label, total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
         try:
@@ -134,6 +244,7 @@ def fit(
                 svi=svi,
                 population=fixed,
                 chunk_size=chunk_size,
+                executor=runner,
                 resume=resume,
                 overwrite=overwrite,
                 format=format.value,  # type: ignore[arg-type]
@@ -198,9 +309,13 @@ def diagnose(
             - patient_rows[["ess_bulk", "ess_tail"]].min(axis=1).fillna(0) / 1e6
         )
         patient_rows = patient_rows.loc[badness.sort_values(ascending=False).index[:WORST_SHOWN]]
-    table = Table(title=f"{run.path}: {run.manifest['model']} ({run.manifest['mode']})")
-    for col in ("parameter", "mean", "q5", "q95", "r_hat", "ess_bulk", "ess_tail", "contraction"):
-        table.add_column(col, justify="left" if col == "parameter" else "right")
+    table = Table(
+        title=f"{run.path}: {run.manifest['model']} ({run.manifest['mode']})",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("parameter", no_wrap=True)
+    for col in ("mean", "q5", "q95", "r_hat", "ess_bulk", "ess_tail", "contraction"):
+        table.add_column(col, justify="right", no_wrap=True)
     for _, row in [*population_rows.iterrows(), *patient_rows.iterrows()]:
         r_hat_bad = not row["r_hat"] < gate.max_r_hat
         ess_bad = not min(row["ess_bulk"], row["ess_tail"]) >= gate.min_ess_bulk
@@ -208,15 +323,17 @@ def diagnose(
         end = "[/]" if mark else ""
         table.add_row(
             f"{mark}{row['parameter']}{end}",
-            f"{row['mean']:.4g}",
-            f"{row['q5']:.4g}",
-            f"{row['q95']:.4g}",
+            f"{row['mean']:.3g}",
+            f"{row['q5']:.3g}",
+            f"{row['q95']:.3g}",
             f"{row['r_hat']:.3f}",
             f"{row['ess_bulk']:.0f}",
             f"{row['ess_tail']:.0f}",
             f"{row.get('contraction', float('nan')):.2f}",
         )
-    console.print(table)
+    # Never cut names or numbers to an ellipsis: on a narrow terminal the lines wrap instead.
+    natural = Measurement.get(console, console.options.update(width=1000), table).maximum
+    Console(width=max(console.width, natural)).print(table)
     if not all_rows and is_patient.sum() > WORST_SHOWN:
         console.print(
             f"(the {WORST_SHOWN} worst of {int(is_patient.sum())} per-patient rows; --all)"

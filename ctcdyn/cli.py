@@ -28,7 +28,10 @@ from ._cli_common import (
 from ._cli_common import (
     start as _start,
 )
+from ._cli_demo import demo
 from ._cli_fit import diagnose, fit
+from ._cli_leadtime import leadtime
+from ._cli_report import report
 from ._version import __version__
 
 app = typer.Typer(
@@ -40,6 +43,9 @@ app = typer.Typer(
 )
 app.command()(fit)
 app.command()(diagnose)
+app.command()(demo)
+app.command()(leadtime)
+app.command()(report)
 spec_app = typer.Typer(help="List, show and check model specs (TOML).", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
 
@@ -258,22 +264,6 @@ def spec_check(paths: Annotated[list[str], typer.Argument(help="Spec files or na
             err_console.print(f"[bold red]invalid:[/] {err}", soft_wrap=True)
     if failed:
         raise typer.Exit(2)
-
-
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo's outputs.")] = Path("out/demo"),
-    patients: Annotated[int, typer.Option(min=1)] = 50,
-    seed: Annotated[int, typer.Option()] = 2026,
-) -> None:
-    """Run the end-to-end example on bundled data (grows with the package: for now, simulate)."""
-    console.rule("ctcdyn demo")
-    console.print(
-        f"Simulating {patients} patients of the bundled metastatic-breast-cancer model "
-        "(models/mbc.toml), CellSearch draws every 4 weeks on a new line of therapy."
-    )
-    simulate(model="mbc", out=out / "cohort", patients=patients, seed=seed)
-    console.print(f"\nOutputs are in [bold]{out}[/]. Next: `ctcdyn spec show mbc`.")
 
 
 def main() -> None:

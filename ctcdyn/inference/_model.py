@@ -38,7 +38,7 @@ import numpyro
 import numpyro.distributions as dist
 from jaxtyping import Array, PRNGKeyArray
 
-from ..dynamics import Analytic, FastClearance, solve
+from ..dynamics import Analytic, FastClearance, Trajectory, solve
 from ..observation import (
     DrawCounts,
     Family,
@@ -183,15 +183,21 @@ class CountModel:
 
     # -- dynamics and observation -----------------------------------------------------------
 
+    def trajectory(self, data: PatientArrays, values: Mapping[str, Array]) -> Trajectory:
+        """The dynamics of every patient at its draw times (leading axis: patients), solved by
+        the likelihood's engine (lesion counts are NaN under ``Analytic(lesions=False)``)."""
+        n = jnp.shape(data.time)[0]
+        treatments = data.design.treatments(self.spec, values)
+        model = build_model(self.spec, values, treatments)
+        model = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model)
+        return jax.vmap(lambda m, ts: solve(m, ts, self.engine))(model, data.time)
+
     def expected(
         self, data: PatientArrays, values: Mapping[str, Array]
     ) -> tuple[DrawCounts, Array]:
         """Mean counts of every draw, and whether each patient's solve succeeded."""
         n = jnp.shape(data.time)[0]
-        treatments = data.design.treatments(self.spec, values)
-        model = build_model(self.spec, values, treatments)
-        model = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model)
-        traj = jax.vmap(lambda m, ts: solve(m, ts, self.engine))(model, data.time)
+        traj = self.trajectory(data, values)
         internal = internal_values(self.spec, values)
         recovery = data.recovery
         if "recovery" in internal:
