@@ -123,3 +123,24 @@ def test_without_lesions_agrees_on_every_other_compartment(case):
         np.testing.assert_allclose(getattr(lean, name), getattr(full, name), rtol=1e-14)
     assert bool(lean.ok) and bool(full.ok)
     assert bool(jnp.all(jnp.isnan(lean.lesions)))
+
+
+def test_an_absent_primary_stays_zero_at_any_growth_rate():
+    """P0 = 0 with a growth rate whose factor overflows (e^{5.5 x 200}): P stays exactly 0 and
+    the gradient of the burden is finite (it was 0 x inf = NaN, a trap for NUTS)."""
+    ts = jnp.linspace(0.0, 200.0, 9)
+
+    def burden(rate):
+        m = eqx.tree_at(
+            lambda x: (x.primary0, x.primary_growth),
+            _model("none"),
+            (jnp.asarray(0.0), Exponential(rate_per_day=rate)),
+        )
+        traj = solve(m, ts, Analytic(lesions=False))
+        return jnp.sum(traj.primary + traj.metastatic), traj
+
+    for rate in (0.02, 5.5):
+        (value, traj), grad = jax.value_and_grad(burden, has_aux=True)(jnp.asarray(rate))
+        assert bool(traj.ok)
+        np.testing.assert_array_equal(traj.primary, 0.0)
+        assert np.isfinite(value) and np.isfinite(grad)

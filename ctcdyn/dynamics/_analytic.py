@@ -51,13 +51,22 @@ from ._model import CTCModel
 from ._treatments import TreatmentKind
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(16)
+#: Largest exponent evaluated: growth factors beyond e^300 (1e130) are capped, so that an absent
+#: compartment (P0 = 0) stays exactly 0 at any growth rate instead of 0 x inf = NaN, and its
+#: gradient stays 0 instead of NaN. No burden of cells comes near it.
+_MAX_EXPONENT = 300.0
+
+
+def _exp(x: Array) -> Array:
+    return jnp.exp(jnp.minimum(x, _MAX_EXPONENT))
 
 
 def _exprel(x: Array, d: Array) -> Array:
-    """(e^{x d} - 1) / x, and d at x = 0 (stable for small |x d|)."""
+    """(e^{x d} - 1) / x, and d at x = 0 (stable for small |x d|; e^{x d} capped)."""
     small = jnp.abs(x * d) < 1e-8
     x_safe = jnp.where(small, 1.0, x)
-    return jnp.where(small, d * (1.0 + 0.5 * x * d), jnp.expm1(x_safe * d) / x_safe)
+    big = jnp.expm1(jnp.minimum(x_safe * d, _MAX_EXPONENT)) / x_safe
+    return jnp.where(small, d * (1.0 + 0.5 * x * d), big)
 
 
 class Analytic(FastClearance):
@@ -127,10 +136,10 @@ class Analytic(FastClearance):
             kill = jnp.sum(effect * _exprel(-resistance, d_treat))
             d = jnp.clip(t - lower, 0.0, length)
             big_a = jnp.sum(a * d)
-            inflow = jnp.sum(a * factor * p0 * jnp.exp(c * lower - a_before) * _exprel(c - a, d))
+            inflow = jnp.sum(a * factor * p0 * _exp(c * lower - a_before) * _exprel(c - a, d))
             r_t = jnp.where(t >= surgery, residual, 1.0)
-            primary = p0 * r_t * jnp.exp(g_p * t - kill)
-            metastatic = jnp.exp(g_m * t - kill + big_a) * (m0 + inflow)
+            primary = p0 * r_t * _exp(g_p * t - kill)
+            metastatic = _exp(g_m * t - kill + big_a) * (m0 + inflow)
             return primary, metastatic
 
         primary, metastatic = jax.vmap(at)(ts)
