@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +28,18 @@ def start() -> None:
     jax.config.update("jax_enable_x64", True)
     if jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE))
+
+
+def progress_bar(description: str = "[bold]{task.description}[/]") -> Progress:
+    """The progress bar of every long command: on stderr, removed when it finishes."""
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -12,16 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
-from ._cli_common import console, err_console, fail, load_spec, start
+from ._cli_common import console, fail, load_spec, progress_bar, start
 
 #: Per-patient rows shown by ``diagnose`` without --all (the worst by R-hat and ESS).
 WORST_SHOWN = 10
@@ -213,14 +208,7 @@ def fit(
         except ImportError as err:
             raise fail(escape(str(err))) from None
         runner = DaskExecutor(scheduler=scheduler)
-    with Progress(
-        TextColumn("[bold]{task.description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:

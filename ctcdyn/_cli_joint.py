@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.progress import TaskID
 
-from ._cli_common import console, err_console, fail
+from ._cli_common import console, fail, progress_bar
 
 
 def fit_joint_command(
@@ -87,13 +87,7 @@ def fit_joint_command(
         )
     except Exception as err:  # formula syntax errors come from formulaic with its own types
         raise fail(escape(f"{type(err).__name__}: {err}")) from None
-    with Progress(
-        TextColumn("[bold]{task.description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:

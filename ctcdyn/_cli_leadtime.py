@@ -10,10 +10,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._cli_common import console, err_console, fail, load_spec, start
+from ._cli_common import console, fail, load_spec, progress_bar, start
 
 #: --compare keys and the MonitoringSchedule field each sets.
 _COMPARE_KEYS = {
@@ -200,14 +199,7 @@ def leadtime(
             raise fail(escape(str(err))) from None
         source = f"posterior of patient {patient} in {fit}"
 
-    with Progress(
-        TextColumn("[bold]simulating[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with progress_bar("[bold]simulating[/] {task.description}") as bar:
         task = bar.add_task("patients (the first chunk compiles)", total=n)
         try:
             result = lead_time(

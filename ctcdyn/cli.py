@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ._cli_common import (
     console,
     err_console,
+    progress_bar,
 )
 from ._cli_common import (
     fail as _fail,
@@ -132,14 +132,7 @@ def simulate(
     except ValueError as err:
         raise _fail(str(err)) from None
     started = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]simulating[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with progress_bar("[bold]simulating[/] {task.description}") as bar:
         task = bar.add_task(f"{spec.name}/{scenario}", total=patients)
         cohort = simulate_cohort(
             spec,
