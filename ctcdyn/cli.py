@@ -31,6 +31,7 @@ from ._cli_common import (
 from ._cli_demo import demo
 from ._cli_fit import diagnose, fit
 from ._cli_leadtime import leadtime
+from ._cli_predict import predict
 from ._cli_report import report
 from ._version import __version__
 
@@ -46,6 +47,7 @@ app.command()(diagnose)
 app.command()(demo)
 app.command()(leadtime)
 app.command()(report)
+app.command()(predict)
 spec_app = typer.Typer(help="List, show and check model specs (TOML).", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
 

@@ -360,6 +360,37 @@ def test_recovers_the_association_and_baseline_hazard(recovery_run):
     assert s.loc["alpha", "q5"] > 0.3  # the association is detected, not just covered
 
 
+def test_cli_predict_writes_the_curve_the_patient_report_reads(recovery_run, tmp_path):
+    """`ctcdyn predict` on the stored run: refuses a run that failed its gate unless told,
+    prints the curve, and writes a SurvivalSummary JSON and a plot."""
+    import shutil
+
+    from ctcdyn.report import SurvivalSummary
+
+    folder, result, patients = recovery_run
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    shutil.copytree(folder / "run", run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    pid = str(patients["patient_id"][0])
+    args = ["predict", str(run), "--patient", pid, "--horizon", "730", "--time-unit", "years"]
+    args += ["--samples", "200", "--out", str(tmp_path / "s.json")]
+    args += ["--plot", str(tmp_path / "s.png")]
+    (run / "manifest.json").write_text(json.dumps({**manifest, "status": "failed_gate"}))
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "not to be trusted" in refused.output
+    assert not (tmp_path / "s.json").exists()
+    (run / "manifest.json").write_text(json.dumps({**manifest, "status": "passed"}))
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    summary = SurvivalSummary.from_dict(json.loads((tmp_path / "s.json").read_text()))
+    assert summary.times_days[0] == 0.0 and summary.times_days[-1] == pytest.approx(730.0)
+    assert summary.median[0] == 1.0 and summary.median[-1] < summary.median[1]
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+    unknown = runner.invoke(app, [*args[:2], "--patient", "NOPE", "--time-unit", "years"])
+    assert unknown.exit_code == 2 and "neither in the fit" in unknown.output
+
+
 def test_cli_refuses_incomplete_or_bad_joint_input_before_fitting(tmp_path):
     draws, patients = _tables()
     draws.to_csv(tmp_path / "long.csv", index=False)

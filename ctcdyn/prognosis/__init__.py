@@ -15,6 +15,14 @@ from ._formula import ALPHA_NAMES, ASSOCIATIONS, MarkerDesign, MarkerFormulas, p
 from ._hazard import BASELINES, BaselineHazard, BSplineHazard, PiecewiseHazard, WeibullHazard
 from ._joint import JointModel, joint_model
 from ._outcomes import Outcomes
+from ._predict import (
+    TIME_UNITS,
+    PredictionError,
+    SurvivalPrediction,
+    open_joint_run,
+    predict_survival,
+)
+from ._predict_plot import plot_prediction
 from ._quadrature import QUADRATURE_NODES, gauss_legendre
 from ._rule import (
     CELLSEARCH_THRESHOLD,
@@ -36,6 +44,7 @@ __all__: list[str] = [
     "COMPARISON_COLUMNS",
     "FAMILIES",
     "QUADRATURE_NODES",
+    "TIME_UNITS",
     "BSplineHazard",
     "BaselineHazard",
     "DynamicAUC",
@@ -50,6 +59,8 @@ __all__: list[str] = [
     "MarkerFormulas",
     "Outcomes",
     "PiecewiseHazard",
+    "PredictionError",
+    "SurvivalPrediction",
     "WeibullHazard",
     "brier_score",
     "build_joint_tree",
@@ -64,7 +75,10 @@ __all__: list[str] = [
     "joint_data",
     "joint_model",
     "kaplan_meier",
+    "open_joint_run",
     "parse_assoc",
+    "plot_prediction",
+    "predict_survival",
     "read_joint_tables",
     "rule_scores",
     "rule_survival",

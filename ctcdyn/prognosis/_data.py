@@ -17,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ..data import InputError, Problem
 from ._formula import ASSOCIATIONS, MarkerDesign, MarkerFormulas
-from ._hazard import BaselineHazard, BSplineHazard
+from ._hazard import BaselineHazard, BSplineHazard, baseline_from_description
 from ._quadrature import QUADRATURE_NODES, split_gauss_legendre
 
 Family = Literal["gaussian", "poisson", "negbin"]
@@ -96,6 +96,26 @@ class JointSpec:
             "baseline": self.baseline.describe(),
             "nodes": self.nodes,
         }
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> JointSpec:
+        """The spec that :meth:`describe` described (as a run's manifest records it)."""
+        d = description
+        formulas = MarkerFormulas(
+            marker=d["marker"], fixed=d["fixed"], random=d["random"], surv=d["surv"], time=d["time"]
+        )
+        return cls(
+            formulas=formulas,
+            family=d["family"],
+            event_time=d["event_time"],
+            event=d["event"],
+            causes=int(d["causes"]),
+            entry=d["entry"],
+            event_upper=d["event_upper"],
+            assoc=tuple(d["assoc"]),
+            baseline=baseline_from_description(d["baseline"]),
+            nodes=int(d["nodes"]),
+        )
 
 
 class JointArrays(NamedTuple):
@@ -189,6 +209,7 @@ def joint_data(
     patients: pd.DataFrame,
     *,
     labels: Mapping[str, str] | None = None,
+    design: MarkerDesign | None = None,
 ) -> JointData:
     """Validate the two tables and build the sampler's arrays.
 
@@ -197,6 +218,9 @@ def joint_data(
         draws: marker measurements, one row per draw (``patient_id``, time, marker, covariates).
         patients: one row per patient (``patient_id``, covariates, event time and indicator).
         labels: names of the tables in error messages (``{"draws": "long.csv", ...}``).
+        design: the design of a fitted cohort, to evaluate other patients in it (for
+            predictions: categorical codings, centring and spline knots stay the cohort's); the
+            spec's baseline is then taken as already placed. Built from these tables if None.
 
     Returns:
         A :class:`JointData`.
@@ -387,13 +411,14 @@ def joint_data(
     frame = frame.reset_index(drop=True)
     ids = tuple(frame["patient_id"])
 
-    design = f.build(draws.reset_index(drop=True), frame)
-    placed = spec.baseline.place(
-        np.fmax(frame[spec.event_time], frame["_upper"].fillna(-np.inf)).to_numpy(),
-        frame[spec.event].to_numpy(),
-        frame["_entry"].to_numpy(),
-    )
-    spec = dataclasses.replace(spec, baseline=placed)
+    if design is None:
+        design = f.build(draws.reset_index(drop=True), frame)
+        placed = spec.baseline.place(
+            np.fmax(frame[spec.event_time], frame["_upper"].fillna(-np.inf)).to_numpy(),
+            frame[spec.event].to_numpy(),
+            frame["_entry"].to_numpy(),
+        )
+        spec = dataclasses.replace(spec, baseline=placed)
     arrays = _arrays(spec, design, draws.reset_index(drop=True), frame, ids)
     return JointData(
         spec=spec,
@@ -497,17 +522,27 @@ def absorption(design: MarkerDesign, frame: pd.DataFrame, times: np.ndarray) -> 
     return out
 
 
+def read_table(path: Path | str) -> pd.DataFrame:
+    """One table (CSV, or Parquet by its suffix) as given; :class:`InputError` naming the file
+    when it is missing or unreadable."""
+    return _read([Path(path)])[0]
+
+
 def read_joint_tables(
     draws: Path | str, patients: Path | str
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Read the two tables (CSV or Parquet) as given; returns them and their labels."""
+    d, p = _read([Path(draws), Path(patients)])
+    return d, p, {"draws": str(draws), "patients": str(patients)}
+
+
+def _read(paths: list[Path]) -> list[pd.DataFrame]:
     problems: list[Problem] = []
-    frames: list[pd.DataFrame | None] = []
-    for path in (Path(draws), Path(patients)):
+    frames: list[pd.DataFrame] = []
+    for path in paths:
         suffix = path.suffix.lower()
         if not path.is_file():
             problems.append(Problem(str(path), None, None, "file not found"))
-            frames.append(None)
             continue
         try:
             frames.append(
@@ -517,8 +552,6 @@ def read_joint_tables(
             )
         except Exception as err:  # the parser's message is the best description available
             problems.append(Problem(str(path), None, None, f"cannot be read: {err}"))
-            frames.append(None)
     if problems:
         raise InputError(problems)
-    assert frames[0] is not None and frames[1] is not None
-    return frames[0], frames[1], {"draws": str(draws), "patients": str(patients)}
+    return frames

@@ -22,6 +22,7 @@ import xarray as xr
 from jaxtyping import PRNGKeyArray
 
 from ..inference import NUTSSettings, run_nuts
+from ..store import Run
 from ._data import JointData, JointSpec, joint_data, read_joint_tables
 from ._formula import ALPHA_NAMES
 from ._joint import JointModel, joint_model
@@ -194,7 +195,7 @@ def fit_joint_run(
     nuts: NUTSSettings | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
-):
+) -> Run:
     """Fit ``spec`` to the tables in ``files`` and store the run in ``out`` (``fits/RUN``).
 
     Args:
@@ -213,7 +214,7 @@ def fit_joint_run(
         ctcdyn.data.InputError: invalid tables (nothing is written).
     """
     from ..diagnostics import check
-    from ..store import Run, summarize
+    from ..store import summarize
 
     nuts = NUTSSettings() if nuts is None else nuts
     paths = {role: Path(p) for role, p in files.items()}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import itertools
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
@@ -290,3 +291,13 @@ BASELINES: dict[str, type[BaselineHazard]] = {
     "piecewise": PiecewiseHazard,
     "bspline": BSplineHazard,
 }
+
+
+def baseline_from_description(description: Mapping[str, Any]) -> BaselineHazard:
+    """The baseline hazard that :meth:`BaselineHazard.describe` described (a run's manifest)."""
+    fields = dict(description)
+    kind = fields.pop("kind", None)
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline hazard {kind!r}; known: {sorted(BASELINES)}")
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return BASELINES[kind](**values)

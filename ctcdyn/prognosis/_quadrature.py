@@ -28,7 +28,8 @@ def gauss_legendre(
     gets zero weights.
 
     Args:
-        lower, upper: interval bounds, broadcastable arrays (same unit as the time axis).
+        lower: lower interval bounds (same unit as the time axis).
+        upper: upper interval bounds, broadcastable with ``lower``.
         n: nodes per interval.
 
     Returns:

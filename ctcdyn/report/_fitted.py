@@ -12,7 +12,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -20,7 +19,7 @@ from ..data import InputError, read_tables
 from ..diagnostics import GateResult, check
 from ..inference import CountModel, FitData, Population, count_model, fit_data
 from ..specs import ModelSpec, SpecError, parse_spec
-from ..store import NotARunError, Run, sha256_file
+from ..store import InputFilesError, NotARunError, Run
 
 
 class ReportError(ValueError):
@@ -116,7 +115,10 @@ def open_fitted(path: Path | str) -> FittedRun:
         spec = parse_spec(manifest["spec_text"], path=f"{run.path}/manifest.json (spec_text)")
     except SpecError as err:
         raise ReportError(str(err)) from None
-    paths = _input_files(run.path, manifest["data"])
+    try:
+        paths = run.input_files()
+    except InputFilesError as err:
+        raise ReportError(str(err)) from None
     try:
         tables = read_tables(paths["draws"], paths["patients"], paths.get("treatments"))
         data = fit_data(spec, tables, labels={k: str(v) for k, v in paths.items()})
@@ -142,29 +144,3 @@ def open_fitted(path: Path | str) -> FittedRun:
         summary=summary,
         gate=check(tree, summary),
     )
-
-
-def _input_files(folder: Path, recorded: dict[str, dict[str, str]]) -> dict[str, Path]:
-    paths, problems = {}, []
-    for role, entry in recorded.items():
-        path = Path(entry["path"])
-        if not path.is_file():
-            problems.append(f"{role}: {path} is missing")
-        elif sha256_file(path) != entry["sha256"]:
-            problems.append(f"{role}: {path} has changed since the fit (SHA-256 differs)")
-        paths[role] = path
-    if problems:
-        raise ReportError(
-            f"the report re-reads the run's input files (recorded in {folder}/manifest.json), "
-            "but:\n  " + "\n  ".join(problems) + "\nRun the report from the folder the fit was "
-            "run from, or restore the files the fit used."
-        )
-    return paths
-
-
-def stacked(da: xr.DataArray, n: int) -> np.ndarray:
-    """At most ``n`` posterior draws of ``da`` (evenly thinned), the sample axis first."""
-    flat = da.stack(sample=("chain", "draw")).transpose("sample", ...)
-    total = flat.sizes["sample"]
-    index = np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
-    return np.asarray(flat.values[index], dtype=float)

@@ -25,7 +25,8 @@ from jaxtyping import PRNGKeyArray
 from .._units import HOURS_PER_DAY
 from ..data import Tables
 from ..inference import CountModel, PatientArrays, fit_data
-from ._fitted import FittedRun, stacked
+from ..store import thinned_draws
+from ._fitted import FittedRun
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +63,9 @@ def patient_values(fitted: FittedRun, patient_id: str, n: int) -> dict[str, np.n
     values: dict[str, np.ndarray] = {}
     for name in spec.sampled:
         if spec.parameters[name].level == "patient":
-            values[name] = stacked(post[name].sel(patient=patient_id), n)[:, None]
+            values[name] = thinned_draws(post[name].sel(patient=patient_id), n)[:, None]
         elif name in post:
-            values[name] = stacked(post[name], n)
+            values[name] = thinned_draws(post[name], n)
     size = next(iter(values.values())).shape[0]
     population = fitted.population()
     if population is not None:

@@ -13,9 +13,11 @@ from ._atomic import (
     write_text,
     write_zarr,
 )
+from ._draws import thinned_draws
 from ._manifest import (
     MANIFEST,
     STATUSES,
+    InputFilesError,
     NotARunError,
     ResumeMismatchError,
     sha256_file,
@@ -28,6 +30,7 @@ __all__ = [
     "MANIFEST",
     "STATUSES",
     "SUMMARY_COLUMNS",
+    "InputFilesError",
     "NotARunError",
     "ResumeMismatchError",
     "Run",
@@ -37,6 +40,7 @@ __all__ = [
     "sha256_file",
     "sha256_text",
     "summarize",
+    "thinned_draws",
     "write_bytes",
     "write_csv",
     "write_json",

@@ -47,6 +47,10 @@ class NotARunError(FileNotFoundError):
     """A folder that is not a fit's run folder (it has no ``manifest.json``)."""
 
 
+class InputFilesError(RuntimeError):
+    """A run's input files are missing or changed since the fit (named in the message)."""
+
+
 class ResumeMismatchError(ValueError):
     """A resumed run was asked to continue with other inputs or settings than it started."""
 
@@ -86,7 +90,9 @@ def new_manifest(
         "spec_sha256": sha256_text(spec_text),
         "spec_text": spec_text,
         "data": {
-            role: {"path": str(path), "sha256": sha256_file(path)} for role, path in data.items()
+            # absolute, so reports and predictions find them from any working directory
+            role: {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+            for role, path in data.items()
         },
         "seed": int(seed),
         "sampler": json.loads(json.dumps(dict(sampler), allow_nan=False)),

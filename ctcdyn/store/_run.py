@@ -27,6 +27,7 @@ import xarray as xr
 from ._atomic import write_csv, write_netcdf, write_zarr
 from ._manifest import (
     MANIFEST,
+    InputFilesError,
     ResumeMismatchError,
     new_manifest,
     read_manifest,
@@ -159,6 +160,29 @@ class Run:
         self.update_manifest(
             files={**self._manifest["files"], role: {"path": name, "sha256": digest}}
         )
+
+    def input_files(self) -> dict[str, Path]:
+        """The input files the fit read, by role, after checking each is unchanged.
+
+        Raises:
+            InputFilesError: a file is missing or its SHA-256 differs from the fit's.
+        """
+        paths, problems = {}, []
+        for role, entry in self._manifest["data"].items():
+            path = Path(entry["path"])
+            if not path.is_file():
+                problems.append(f"{role}: {path} is missing")
+            elif sha256_file(path) != entry["sha256"]:
+                problems.append(f"{role}: {path} has changed since the fit (SHA-256 differs)")
+            paths[role] = path
+        if problems:
+            raise InputFilesError(
+                f"the run's input files (recorded in {self.path}/{MANIFEST}) are needed again, "
+                "but:\n  " + "\n  ".join(problems) + "\nRestore the files the fit used (runs "
+                "made by ctcdyn before 2026-11-30 record paths relative to the fit's working "
+                "directory: work from there)."
+            )
+        return paths
 
     # --- results --------------------------------------------------------------------------
 
