@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Two workers: CI and the developers' machines have 2 cores.
 XDIST ?= -n 2
 
-.PHONY: venv demo test test-slow lint bench clean
+.PHONY: venv demo test test-slow lint docs bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -26,11 +26,16 @@ demo: venv
 	$(VENV)/bin/ctcdyn demo --out out/demo
 
 lint: venv
-	$(VENV)/bin/ruff check ctcdyn tests benchmarks notebooks
-	$(VENV)/bin/ruff format --check ctcdyn tests benchmarks notebooks
+	$(VENV)/bin/ruff check ctcdyn tests benchmarks notebooks docs/api
+	$(VENV)/bin/ruff format --check ctcdyn tests benchmarks notebooks docs/api
 	$(VENV)/bin/mypy
 
-test: lint
+# The documentation site (mkdocs.yml) into build/site. Strict: any warning (a broken link or
+# anchor, a docstring that does not match its signature) fails the build, in CI too.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+test: lint docs
 	$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-slow: venv

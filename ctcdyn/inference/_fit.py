@@ -70,7 +70,8 @@ def fit(
             compiled kernel).
         method: "nuts" (default) or "svi" (mean-field normal guide; approximate, for a quick
             look: it is never reported as converged).
-        nuts, svi: settings of each method.
+        nuts: settings of NUTS (default :class:`NUTSSettings`).
+        svi: settings of SVI (default :class:`SVISettings`).
         progress: called as ``progress(phase, done, total)``.
         model: the :class:`CountModel` to use (default :func:`count_model`); pass the same
             object to repeated fits of equal shapes (chunks of a batch) to reuse compilations.

@@ -144,7 +144,9 @@ def fit_run(
         files: ``{"draws": ..., "patients": ...[, "treatments": ...]}`` (CSV or Parquet).
         out: the run folder (``fits/RUN``).
         seed: PRNG seed of the fit.
-        method, nuts, svi: the inference method and its settings.
+        method: the inference method, "nuts" or "svi".
+        nuts: settings of NUTS (default :class:`NUTSSettings`).
+        svi: settings of SVI (default :class:`SVISettings`).
         population: a fixed population for independent per-patient fits; None for the
             hierarchical cohort fit.
         chunk_size: patients per chunk of a per-patient run.
