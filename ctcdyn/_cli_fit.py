@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -277,6 +278,8 @@ def diagnose(
     contraction) and which stayed at their priors.
     """
     start()
+    import pandas as pd
+
     from .diagnostics import Gate, check, contraction
     from .store import NotARunError, Run
 
@@ -288,7 +291,16 @@ def diagnose(
     summary = run.read_summary()
     gate = Gate()
     result = check(tree, summary, gate)
-    is_patient = summary["parameter"].str.contains(r"\[", regex=True)
+    # per-patient rows: the variables with a patient dim (not every bracketed name: a joint
+    # model's beta[time] or b_sd[Intercept] are population parameters)
+    posterior = tree["posterior"].to_dataset()
+    per_patient = [str(v) for v, da in posterior.data_vars.items() if "patient" in da.dims]
+    pattern = "^(?:" + "|".join(re.escape(v) for v in per_patient) + r")\["
+    is_patient = (
+        summary["parameter"].str.match(pattern)
+        if per_patient
+        else pd.Series(False, index=summary.index)
+    )
     population_rows = summary[~is_patient]
     patient_rows = summary[is_patient]
     if not all_rows and len(patient_rows) > WORST_SHOWN:
@@ -310,7 +322,7 @@ def diagnose(
         mark = "[bold red]" if r_hat_bad or ess_bad else ""
         end = "[/]" if mark else ""
         table.add_row(
-            f"{mark}{row['parameter']}{end}",
+            f"{mark}{escape(row['parameter'])}{end}",
             f"{row['mean']:.3g}",
             f"{row['q5']:.3g}",
             f"{row['q95']:.3g}",

@@ -360,6 +360,18 @@ def test_recovers_the_association_and_baseline_hazard(recovery_run):
     assert s.loc["alpha", "q5"] > 0.3  # the association is detected, not just covered
 
 
+def test_diagnose_counts_only_the_random_effects_as_per_patient_rows(recovery_run):
+    folder, result, patients = recovery_run
+    assert result.exit_code == 0, result.output
+    shown = runner.invoke(app, ["diagnose", str(folder / "run")], terminal_width=200)
+    lines = shown.output.splitlines()
+    cut = next(i for i, line in enumerate(lines) if line.strip().startswith("b["))
+    population = "\n".join(lines[:cut])
+    for name in ("beta[time]", "b_sd[time]", "b_corr[Intercept:time]", "gamma[x]", "alpha"):
+        assert name in population
+    assert f"of {2 * len(patients)} per-patient rows" in shown.output
+
+
 def test_cli_predict_writes_the_curve_the_patient_report_reads(recovery_run, tmp_path):
     """`ctcdyn predict` on the stored run: refuses a run that failed its gate unless told,
     prints the curve, and writes a SurvivalSummary JSON and a plot."""
