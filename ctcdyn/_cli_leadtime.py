@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._cli_common import console, fail, load_spec, progress_bar, start
+from ._cli_common import console, err_console, fail, load_spec, progress_bar, start
 
 #: --compare keys and the MonitoringSchedule field each sets.
 _COMPARE_KEYS = {
@@ -140,6 +140,13 @@ def leadtime(
         bool, typer.Option(help="Draw population-level parameters from their priors.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    suggestion: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the first schedule as a MonitoringSuggestion JSON, for "
+            "`ctcdyn report --monitoring` (the others appear in its rationale)."
+        ),
+    ] = None,
 ) -> None:
     """MRD lead time: when does a CTC test schedule turn positive before imaging relapse?
 
@@ -219,6 +226,18 @@ def leadtime(
         from .mrd._plot import plot_comparison
 
         plot_comparison(result, plot)
+    if suggestion is not None:
+        from .mrd import monitoring_suggestion
+
+        try:
+            suggested = monitoring_suggestion(result, source=source)
+        except ValueError as err:
+            raise fail(escape(str(err))) from None
+        suggestion.parent.mkdir(parents=True, exist_ok=True)
+        suggestion.write_text(json.dumps(suggested.to_dict(), indent=2), encoding="utf-8")
+        (err_console if json_out else console).print(
+            f"monitoring suggestion: {suggestion} (for `ctcdyn report --monitoring`)"
+        )
     if json_out:
         payload = result.to_dict()
         payload["source"] = source

@@ -319,3 +319,23 @@ def test_posterior_values_resample_one_patients_draws():
     assert np.all(values["recovery"] == 0.5)  # held fixed by the fit, not in the posterior
     with pytest.raises(ValueError, match="no patient 'C'"):
         posterior_values(spec, posterior, "C", 3, jax.random.key(0))
+
+
+def test_cli_writes_a_monitoring_suggestion_the_report_reads(tmp_path):
+    from typer.testing import CliRunner
+
+    from ctcdyn.cli import app
+    from ctcdyn.report import MonitoringSuggestion
+
+    spec = tmp_path / "mrdtest.toml"
+    spec.write_text(SPEC.format(shedding=0.02))
+    out = tmp_path / "suggestion.json"
+    args = ["leadtime", "--model", str(spec), "--n", "64", "--seed", "3", "--volume", "2500"]
+    compare = ["--compare", "name=night,hour=4", "--compare", "name=morning,hour=9"]
+    result = CliRunner().invoke(app, [*args, *compare, "--suggestion", str(out)])
+    assert result.exit_code == 0, result.output
+    suggestion = MonitoringSuggestion.from_dict(json.loads(out.read_text()))
+    assert suggestion.schedule.startswith("2500 mL") and "at 04:00" in suggestion.schedule
+    assert "morning: P(positive before imaging)" in suggestion.rationale
+    assert suggestion.lead_time_days_lower <= suggestion.lead_time_days_median
+    assert 0.0 < suggestion.p_positive_before_imaging <= 1.0
