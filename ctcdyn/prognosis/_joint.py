@@ -54,6 +54,9 @@ from ._hazard import BaselineHazard
 
 #: LKJ shape of the random-effects correlation prior (2: mild shrinkage towards 0).
 LKJ_CONCENTRATION = 2.0
+#: The random effects' SD priors are HalfNormal(TAU_PRIOR_MULTIPLE x the coefficient's natural
+#: scale s_y / s_z) (rstanarm's autoscaling).
+TAU_PRIOR_MULTIPLE = 2.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,12 @@ class JointModel:
     def n_surv(self) -> int:
         return len(self.gamma_scale)
 
+    @property
+    def coefficient_units(self) -> jnp.ndarray:
+        """The natural scale of each random-effect coefficient (s_y / s_z, see module docs):
+        with time in days a slope is ~1/365 of the same slope per year."""
+        return jnp.asarray(self.tau_scale) / TAU_PRIOR_MULTIPLE
+
     # --- the model ---------------------------------------------------------------------
 
     def sample_parameters(self, absorb: jnp.ndarray | None = None) -> dict:
@@ -107,10 +116,13 @@ class JointModel:
         out: dict = {}
         # fixed effects are sampled for covariates centred at their means (intercept at the
         # mean marker level: far less correlated), and reported for the covariates as given
-        centred_beta = numpyro.sample(
-            "beta_centred",
-            dist.Normal(jnp.asarray(self.beta_loc), jnp.asarray(self.beta_scale)).to_event(1),
+        # sampled in units of their prior scales (as every site below): the sampler's start
+        # jitter and first mass matrix are then unit-free, whatever the data's time unit
+        scale = jnp.asarray(self.beta_scale)
+        beta_std = numpyro.sample(
+            "beta_std", dist.Normal(jnp.asarray(self.beta_loc) / scale, 1.0).to_event(1)
         )
+        centred_beta = beta_std * scale
         out["beta"] = numpyro.deterministic("beta", self._uncentre(centred_beta))
         if self.family == "gaussian":
             out["sigma"] = numpyro.sample("sigma", dist.Exponential(1.0 / self.y_scale))
@@ -130,9 +142,12 @@ class JointModel:
             # hierarchical centring: each patient's coefficients theta_i = A_i beta + b_i are
             # sampled around the fixed effects they absorb (see ._data.absorption)
             mean = jnp.einsum("nqp,p->nq", absorb, out["beta"])
-            theta = numpyro.sample(
-                "b_theta",
-                dist.MultivariateNormal(mean, scale_tril=scale_tril).to_event(1),
+            unit = self.coefficient_units
+            theta = unit * numpyro.sample(
+                "b_theta_std",
+                dist.MultivariateNormal(
+                    mean / unit, scale_tril=scale_tril / unit[:, None]
+                ).to_event(1),
             )
             out["b"] = numpyro.deterministic("b", theta - mean)
         else:
@@ -217,11 +232,12 @@ class JointModel:
     def initial_values(self, _size: int | None = None) -> dict[str, np.ndarray]:
         """Start of every chain (constrained values; the sampler jitters them)."""
         q = self.n_random
+        unit = np.asarray(self.tau_scale) / TAU_PRIOR_MULTIPLE
         out = {
-            "beta_centred": self._centre(np.asarray(self.beta_start)),
-            "b_sd": np.asarray(self.tau_scale) / 2.5,
-            "b_theta" if self.centred else "b_z": (
-                np.asarray(self.theta_start).reshape(self.n_patients, q)
+            "beta_std": self._centre(np.asarray(self.beta_start)) / np.asarray(self.beta_scale),
+            "b_sd": unit,
+            "b_theta_std" if self.centred else "b_z": (
+                np.asarray(self.theta_start).reshape(self.n_patients, q) / unit
                 if self.centred and self.theta_start
                 else np.zeros((self.n_patients, q))
             ),
@@ -280,7 +296,7 @@ def joint_model(data: JointData, *, centred: bool = True) -> JointModel:
         n_patients=data.n_patients,
         beta_loc=tuple(float(v) for v in loc),
         beta_scale=tuple(float(v) for v in scale),
-        tau_scale=tuple(float(2.5 * s_y / s) for s in z_sd),
+        tau_scale=tuple(float(TAU_PRIOR_MULTIPLE * s_y / s) for s in z_sd),
         gamma_scale=tuple(float(2.5 / s) for s in _sd(np.asarray(a.W))) if a.W.shape[1] else (),
         alpha_scale=tuple(2.5 / s for s in f_sd),
         y_scale=s_y,
