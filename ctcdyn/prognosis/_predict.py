@@ -67,6 +67,8 @@ PROPOSAL_DF = 4.0
 #: Below this many effective proposals (of :data:`PROPOSALS`) in more than 5% of the draws,
 #: the prediction is flagged as unreliable.
 MIN_PROPOSAL_ESS = 5.0
+#: Marker rows of a patient are padded to a multiple of this (one compile per size class).
+PAD_DRAWS = 8
 #: Days per time unit of the data, by the names the command line takes.
 TIME_UNITS = {"days": 1.0, "weeks": 7.0, "months": 365.25 / 12.0, "years": 365.25}
 
@@ -324,7 +326,7 @@ def predict_survival(
         entry = float(row[spec.entry]) if spec.entry else 0.0
         landmark = float(table[t].max()) if len(table) else entry
     table = table[table[t] <= landmark]
-    arrays = jax.tree.map(jnp.asarray, _patient_arrays(fit, table, row, patient_id, landmark))
+    arrays, observed = _padded(_patient_arrays(fit, table, row, patient_id, landmark))
     times = landmark + np.linspace(0.0, horizon, points)
     frame = pd.DataFrame([row]).reset_index(drop=True)
     fx, fz, base, weights = jax.tree.map(
@@ -333,7 +335,8 @@ def predict_survival(
     population = jax.tree.map(jnp.asarray, _population(fit.tree, model, samples))
     n_draws = population["beta"].shape[0]
     keys = jax.random.split(key, n_draws)
-    survival, ess = _sample(model, arrays, (fx, fz, base, weights), population, keys)
+    grid = (fx, fz, base, weights)
+    survival, ess = _sample(model, arrays, jnp.asarray(observed), grid, population, keys)
     return SurvivalPrediction(
         patient_id=patient_id,
         landmark=float(landmark),
@@ -345,9 +348,23 @@ def predict_survival(
     )
 
 
+def _padded(a: JointArrays) -> tuple[JointArrays, np.ndarray]:
+    """The patient's marker rows padded to a multiple of :data:`PAD_DRAWS` (a mask marks the
+    real ones), so patients with similar numbers of draws share one compiled program."""
+    n = len(a.y)
+    size = max(PAD_DRAWS, -(-n // PAD_DRAWS) * PAD_DRAWS)
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
+
+    padded = a._replace(y=pad(a.y), obs_patient=pad(a.obs_patient), X=pad(a.X), Z=pad(a.Z))
+    return jax.tree.map(jnp.asarray, padded), np.arange(size) < n
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _sample(model: JointModel, a: JointArrays, grid, population, keys):
-    """For each posterior draw: b by sampling-importance-resampling, then the survival curve."""
+def _sample(model: JointModel, a: JointArrays, observed, grid, population, keys):
+    """For each posterior draw: b by sampling-importance-resampling, then the survival curve.
+    ``observed`` masks the padding of the marker rows."""
     fx, fz, base, weights = grid
 
     def one(p, key):
@@ -359,7 +376,7 @@ def _sample(model: JointModel, a: JointArrays, grid, population, keys):
             pb = {**p, "b": b[None]}
             return (
                 prior.log_prob(b)
-                + jnp.sum(model.marker_log_lik(a, pb))
+                + jnp.sum(jnp.where(observed, model.marker_log_lik(a, pb), 0.0))
                 + jnp.sum(model.event_log_lik(a, pb))
             )
 
