@@ -46,8 +46,8 @@ STAN_FILE = HERE / "stan" / "mbc_cohort.stan"
 PATIENT_LEVEL = (
     "metastatic_burden0",
     "growth_rate",
-    "shedding_single",
-    "shedding_cluster",
+    "shedding_single_per_division",
+    "shedding_cluster_per_division",
     "kill_rate",
 )
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "ctcdyn-fit-vs-stan-jax-cache"
@@ -370,8 +370,7 @@ def stan_data(spec, data, *, prior=1, likelihood=1, seeding=1) -> dict:
         "n_clusters": int(cl_mask.sum()),
         "clusters_draw": index[cl_mask].tolist(),
         "clusters": np.asarray(a.clusters)[rows, cols][cl_mask].astype(int).tolist(),
-        "metastatic_growth_rate": float(p["metastatic_growth_rate"].value)
-        * p["metastatic_growth_rate"].to_internal,
+        "unit_growth_rate": float(p["growth_rate"].to_internal),
         "unit_burden": float(p["metastatic_burden0"].to_internal),
         "unit_half_life": float(p["half_life_single"].to_internal),
         "median_log_location": [math.log(p[x].prior.median_) for x in PATIENT_LEVEL],
@@ -423,8 +422,10 @@ def _check_spec(spec) -> None:
         spec.primary_growth == spec.metastatic_growth == "exponential"
         and spec.count_family == "negbin"
         and float(p["primary_burden0"].value) == 0.0
-        and p["metastatic_growth_rate"].level == "fixed",
-        "mbc_cohort.stan assumes P0 = 0, exponential growth with a fixed metastatic rate, NB2",
+        and "metastatic_growth_rate" not in p
+        and "death_rate" not in p,
+        "mbc_cohort.stan assumes P0 = 0, exponential growth at the patient's growth_rate, "
+        "shedding per division with no turnover (division rate = growth_rate), NB2",
     )
 
 

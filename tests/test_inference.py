@@ -198,7 +198,7 @@ def test_fit_writes_a_complete_run(cohort_run, cohort_dir):
     # summary rows: population names and name[patient_id], matching truth.csv's columns
     summary = run.read_summary()
     truth = pd.read_csv(cohort_dir / "truth.csv")
-    for name in ("growth_rate", "kill_rate", "shedding_single"):
+    for name in ("growth_rate", "kill_rate", "shedding_single_per_division"):
         for pid in truth["patient_id"]:
             assert f"{name}[{pid}]" in set(summary["parameter"])
     assert {"half_life_single", "growth_rate_median", "growth_rate_sd"} <= set(summary["parameter"])

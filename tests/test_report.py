@@ -63,7 +63,11 @@ def _fit(cohort_dir, out, settings):
 
 @pytest.fixture(scope="module")
 def passed(cohort_dir, tmp_path_factory):
-    run = _fit(cohort_dir, tmp_path_factory.mktemp("fits") / "ok", NUTSSettings(400, 400))
+    run = _fit(
+        cohort_dir,
+        tmp_path_factory.mktemp("fits") / "ok",
+        NUTSSettings(warmup=400, samples=400, target_accept=0.95),
+    )
     assert run.status == "passed", run.manifest["diagnostics"]
     return open_fitted(run.path)
 

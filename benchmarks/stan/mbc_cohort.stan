@@ -2,17 +2,22 @@
 // as the baseline of benchmarks/fit_vs_stan.py. It is ctcdyn.inference.CountModel with
 // population=None and the Analytic engine, term for term:
 //
-// - five patient-level parameters X (metastatic_burden0, growth_rate, shedding_single,
-//   shedding_cluster, kill_rate), non-centred on the log scale:
+// - five patient-level parameters X (metastatic_burden0, growth_rate,
+//   shedding_single_per_division, shedding_cluster_per_division, kill_rate), non-centred on the
+//   log scale:
 //   log X_i = log X_median + X_sd * X_z[i], X_median ~ the spec's lognormal prior,
 //   X_sd ~ LogNormal(log between_patients, 0.5), X_z ~ Normal(0, 1);
 // - nine population-level parameters with the spec's priors (lognormal, beta, uniform);
 // - the dynamics: P0 = 0 (primary_burden0 is fixed at 0 in mbc), so the burden is the
-//   metastatic burden alone,
-//       B(t) = M0 exp((g_M + a) t - K(t)),  K(t) = sum_k kill * dose_k (1 - e^{-r d_k(t)}) / r,
-//   with g_M the fixed metastatic_growth_rate, d_k(t) the days of slot k given by t, r the
-//   resistance rate and a = eps_s sigma_s + eps_c sigma_c the daily-mean seeding rate per cell
-//   (~1e-10/day here, kept for exactness; set include_seeding = 0 to drop it);
+//   metastatic burden alone, growing at the patient's growth_rate g (mbc declares no
+//   metastatic_growth_rate),
+//       B(t) = M0 exp((g + a) t - K(t)),  K(t) = sum_k kill * dose_k (1 - e^{-r d_k(t)}) / r,
+//   with d_k(t) the days of slot k given by t, r the resistance rate and
+//   a = eps_s sigma_s + eps_c sigma_c the daily-mean seeding rate per cell (~1e-10/day here,
+//   kept for exactness; set include_seeding = 0 to drop it);
+// - shedding per cell division: sigma_s = shedding_single_per_division * g and
+//   sigma_c = shedding_cluster_per_division * g per cell per day (division rate = g: mbc
+//   declares no death_rate);
 // - single CTCs and clusters in the whole circulation from the exact periodic solution of
 //   dS/dt = sigma_s B c(t) - k_s S: with c = sum_n b_n cos(n (phi - phi_peak)) (von Mises,
 //   b_n from a 64-point DFT as in ctcdyn.dynamics.Circadian.harmonics, n = 0..H),
@@ -48,7 +53,7 @@ data {
   array[n_clusters] int<lower=1, upper=D> clusters_draw;
   array[n_clusters] int<lower=0> clusters;
   // fixed parameters and units (internal = spec value * unit)
-  real metastatic_growth_rate;            // 1/day
+  real unit_growth_rate;                  // 1/day per spec unit of growth_rate
   real unit_burden;                       // cells per spec unit of metastatic_burden0
   real unit_half_life;                    // days per spec unit of the half-lives
   // priors of the patient-level parameters, in the order of the comment above
@@ -83,12 +88,12 @@ parameters {
   real<lower=0> growth_rate_median;
   real<lower=0> growth_rate_sd;
   vector[N] growth_rate_z;
-  real<lower=0> shedding_single_median;
-  real<lower=0> shedding_single_sd;
-  vector[N] shedding_single_z;
-  real<lower=0> shedding_cluster_median;
-  real<lower=0> shedding_cluster_sd;
-  vector[N] shedding_cluster_z;
+  real<lower=0> shedding_single_per_division_median;
+  real<lower=0> shedding_single_per_division_sd;
+  vector[N] shedding_single_per_division_z;
+  real<lower=0> shedding_cluster_per_division_median;
+  real<lower=0> shedding_cluster_per_division_sd;
+  vector[N] shedding_cluster_per_division_z;
   real<lower=0> half_life_single;
   real<lower=0> half_life_cluster;
   real<lower=0, upper=1> efficiency_single;
@@ -104,16 +109,17 @@ parameters {
 }
 model {
   if (include_prior) {
-    vector[5] medians = [metastatic_burden0_median, growth_rate_median, shedding_single_median,
-                         shedding_cluster_median, kill_rate_median]';
-    vector[5] sds = [metastatic_burden0_sd, growth_rate_sd, shedding_single_sd,
-                     shedding_cluster_sd, kill_rate_sd]';
+    vector[5] medians = [metastatic_burden0_median, growth_rate_median,
+                         shedding_single_per_division_median,
+                         shedding_cluster_per_division_median, kill_rate_median]';
+    vector[5] sds = [metastatic_burden0_sd, growth_rate_sd, shedding_single_per_division_sd,
+                     shedding_cluster_per_division_sd, kill_rate_sd]';
     target += lognormal_lpdf(medians | median_log_location, median_sd_log);
     target += lognormal_lpdf(sds | log(between_patients), sd_prior_sd_log);
     target += std_normal_lpdf(metastatic_burden0_z);
     target += std_normal_lpdf(growth_rate_z);
-    target += std_normal_lpdf(shedding_single_z);
-    target += std_normal_lpdf(shedding_cluster_z);
+    target += std_normal_lpdf(shedding_single_per_division_z);
+    target += std_normal_lpdf(shedding_cluster_per_division_z);
     target += std_normal_lpdf(kill_rate_z);
     target += lognormal_lpdf(half_life_single | half_life_prior[1], half_life_prior[2]);
     target += lognormal_lpdf(half_life_cluster | half_life_cluster_prior[1],
@@ -131,13 +137,18 @@ model {
     target += lognormal_lpdf(dispersion | dispersion_prior[1], dispersion_prior[2]);
   }
   if (include_likelihood) {
-    // patient values (internal units; growth_rate does not enter: P0 = 0 and g_M is fixed)
+    // patient values (internal units); shedding per cell per day = per division x g
     vector[N] log_m0 = log(metastatic_burden0_median * unit_burden)
                        + metastatic_burden0_sd * metastatic_burden0_z;
-    vector[N] log_sigma_s = log(shedding_single_median)
-                            + shedding_single_sd * shedding_single_z;
-    vector[N] log_sigma_c = log(shedding_cluster_median)
-                            + shedding_cluster_sd * shedding_cluster_z;
+    vector[N] log_g = log(growth_rate_median * unit_growth_rate)
+                      + growth_rate_sd * growth_rate_z;
+    vector[N] g = exp(log_g);
+    vector[N] log_sigma_s = log(shedding_single_per_division_median)
+                            + shedding_single_per_division_sd * shedding_single_per_division_z
+                            + log_g;
+    vector[N] log_sigma_c = log(shedding_cluster_per_division_median)
+                            + shedding_cluster_per_division_sd * shedding_cluster_per_division_z
+                            + log_g;
     vector[N] kill = exp(log(kill_rate_median) + kill_rate_sd * kill_rate_z);
     real k_s = log2() / (half_life_single * unit_half_life);
     real k_c = log2() / (half_life_cluster * unit_half_life);
@@ -160,7 +171,7 @@ model {
                         * (efficiency_single * exp(log_sigma_s)
                            + efficiency_cluster * exp(log_sigma_c));
     vector[D] log_burden = log_m0[patient] - kill[patient] .* kill_integral
-                           + (metastatic_growth_rate + seeding[patient]) .* t;
+                           + (g[patient] + seeding[patient]) .* t;
     vector[D] singles = exp(log_sigma_s[patient] + log_burden) .* rhythm_s;
     vector[D] clusters_in_blood = exp(log_sigma_c[patient] + log_burden) .* rhythm_c;
     vector[D] mu_s = fmax(recovery * fraction .* fmax(singles, 0) + background, 1e-10);

@@ -67,6 +67,16 @@ def _schedule(scenario: Scenario, n: int, key: PRNGKeyArray) -> tuple[np.ndarray
     return times, hours
 
 
+def _imaging_schedule(scenario: Scenario, n: int, key: PRNGKeyArray) -> np.ndarray | None:
+    """Scan days per patient, shape (n, scans): nominal days + uniform jitter, whole days."""
+    if not scenario.imaging_days:
+        return None
+    nominal = np.asarray(scenario.imaging_days)
+    unit = np.asarray(jax.random.uniform(key, (n, nominal.size), minval=-1.0, maxval=1.0))
+    days = np.maximum(np.round(nominal + scenario.imaging_jitter_days * unit), 1.0)
+    return np.maximum.accumulate(days, axis=1)
+
+
 def _treatment_table(scenario: Scenario, ids: list[str]) -> pd.DataFrame:
     rows = []
     for pid in ids:
@@ -173,7 +183,10 @@ def simulate_cohort(
     daily = slice(0, grid.size)
     draw_cols = slice(grid.size, ts.shape[1])
     patients = pd.DataFrame({"patient_id": ids, "weight_kg": weight})
-    events = endpoint_table(spec, plan, grid, at(state.primary, daily), at(state.metastatic, daily))
+    scans = _imaging_schedule(plan, n_patients, jax.random.fold_in(k_sched, 1))
+    events = endpoint_table(
+        spec, plan, grid, at(state.primary, daily), at(state.metastatic, daily), scans
+    )
     patients = pd.concat([patients, events], axis=1)
 
     draws = observe_draws(

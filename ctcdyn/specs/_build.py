@@ -66,6 +66,10 @@ def build_model(
 ) -> CTCModel:
     """The :class:`CTCModel` for parameter ``values`` (spec units) and ``treatments``.
 
+    A spec that declares ``shedding_single_per_division`` and ``shedding_cluster_per_division``
+    (CTCs and clusters shed per cell division) gets shedding per cell per day = that x the
+    division rate ``growth_rate + death_rate``: a fast-growing tumour sheds more.
+
     Arrays over patients in ``values`` (and a batched ``treatments``) give a batched model to
     use with ``jax.vmap``.
     """
@@ -73,6 +77,14 @@ def build_model(
     get = v.get
     zero = jnp.asarray(0.0)
     capacity = get("capacity", jnp.asarray(jnp.inf))
+    if "shedding_single_per_division" in v:
+        # CTCs per cell division x divisions per cell per day (the birth rate r + d of the
+        # exponential law; one rate for every tumour cell, checked when the spec was read).
+        divisions = v["growth_rate"] + get("death_rate", zero)
+        shedding_single = v["shedding_single_per_division"] * divisions
+        shedding_cluster = v["shedding_cluster_per_division"] * divisions
+    else:
+        shedding_single, shedding_cluster = v["shedding_single"], v["shedding_cluster"]
     return CTCModel(
         primary_growth=_growth(
             spec.primary_growth, v["growth_rate"], capacity, get("death_rate", zero)
@@ -83,8 +95,8 @@ def build_model(
             get("metastatic_capacity", capacity),
             get("death_rate", zero),
         ),
-        shedding_single=v["shedding_single"],
-        shedding_cluster=v["shedding_cluster"],
+        shedding_single=shedding_single,
+        shedding_cluster=shedding_cluster,
         half_life_single=v["half_life_single"],
         half_life_cluster=v["half_life_cluster"],
         cluster_size=v["cluster_size"],

@@ -59,6 +59,13 @@ CATALOGUE: dict[str, ParameterInfo] = {
     # shedding and circulation
     "shedding_single": _P("rate", Domain.POSITIVE, "single CTCs shed per tumour cell per day"),
     "shedding_cluster": _P("rate", Domain.POSITIVE, "CTC clusters shed per tumour cell per day"),
+    # or per division: shedding per cell per day = this x (growth_rate + death_rate)
+    "shedding_single_per_division": _P(
+        "dimensionless", Domain.POSITIVE, "single CTCs shed per tumour cell division"
+    ),
+    "shedding_cluster_per_division": _P(
+        "dimensionless", Domain.POSITIVE, "CTC clusters shed per tumour cell division"
+    ),
     "half_life_single": _P("duration", Domain.POSITIVE, "circulation half-life of single CTCs"),
     "half_life_cluster": _P("duration", Domain.POSITIVE, "circulation half-life of clusters"),
     "cluster_size": _P("dimensionless", Domain.POSITIVE, "mean cells per cluster"),

@@ -21,6 +21,9 @@ from ._priors import PRIORS, Prior
 
 Level = Literal["patient", "population", "fixed"]
 GROWTH_LAWS = ("exponential", "gompertz", "logistic")
+#: Shedding is declared per tumour cell per day, or per cell division (``docs/specs.md``).
+SHEDDING_PER_CELL = ("shedding_single", "shedding_cluster")
+SHEDDING_PER_DIVISION = ("shedding_single_per_division", "shedding_cluster_per_division")
 TREATMENT_KINDS = ("cytotoxic", "shedding_inhibitor", "cluster_dissociation")
 #: Parameter that gives the effect of each treatment kind (per unit of relative dose).
 EFFECT_PARAMETER = {
@@ -31,8 +34,6 @@ EFFECT_PARAMETER = {
 _ALWAYS_REQUIRED = (
     "primary_burden0",
     "growth_rate",
-    "shedding_single",
-    "shedding_cluster",
     "half_life_single",
     "half_life_cluster",
     "cluster_size",
@@ -112,6 +113,8 @@ class Scenario:
     surgery_day: float | None
     progression_factor: float | None
     detect_relapse: bool
+    imaging_days: tuple[float, ...] = ()
+    imaging_jitter_days: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +165,8 @@ _SCENARIO_KEYS = {
     "surgery_day",
     "progression_factor",
     "detect_relapse",
+    "imaging_days",
+    "imaging_jitter_days",
 }
 _TREATMENT_KEYS = {f.name for f in dataclasses.fields(TreatmentPlan)}
 
@@ -374,6 +379,7 @@ def _read_scenario(
         and (_number(problems, f"{key}.progression_factor", progression) or 0) <= 1
     ):
         problems.add(f"{key}.progression_factor", "must be > 1 (burden relative to baseline)")
+    imaging = _read_imaging(problems, key, table)
     return Scenario(
         name=name,
         description=str(table.get("description", "")),
@@ -388,7 +394,33 @@ def _read_scenario(
         surgery_day=None if surgery is None else float(surgery),
         progression_factor=None if progression is None else float(progression),
         detect_relapse=detect,
+        imaging_days=imaging,
+        imaging_jitter_days=float(table.get("imaging_jitter_days", 0.0)),
     )
+
+
+def _read_imaging(problems: _Problems, key: str, table: Mapping[str, Any]) -> tuple[float, ...]:
+    """``imaging_days``: days of the scans that assess progression (needs progression_factor)."""
+    if "imaging_days" not in table:
+        if "imaging_jitter_days" in table:
+            problems.add(f"{key}.imaging_jitter_days", "needs imaging_days")
+        return ()
+    days = table["imaging_days"]
+    if (
+        not isinstance(days, list)
+        or not days
+        or any(_number(problems, f"{key}.imaging_days", d) is None for d in days)
+    ):
+        problems.add(f"{key}.imaging_days", "must be a non-empty list of days")
+        return ()
+    if sorted(days) != days or days[0] <= 0:
+        problems.add(f"{key}.imaging_days", "must be sorted and > 0 (baseline imaging is day 0)")
+    if table.get("progression_factor") is None:
+        problems.add(f"{key}.imaging_days", "scans assess progression: set progression_factor")
+    jitter = table.get("imaging_jitter_days", 0.0)
+    if (_number(problems, f"{key}.imaging_jitter_days", jitter) or 0.0) < 0:
+        problems.add(f"{key}.imaging_jitter_days", "must be >= 0")
+    return tuple(float(d) for d in days)
 
 
 def parse_spec(text: str, path: Path | str = "<string>") -> ModelSpec:
@@ -419,6 +451,7 @@ def parse_spec(text: str, path: Path | str = "<string>") -> ModelSpec:
         if parsed is not None:
             params[name] = parsed
     declared = set(doc.get("parameters", {}))
+    _check_shedding(problems, model, declared)
     required = set(_ALWAYS_REQUIRED)
     if model.get("primary_growth") in ("gompertz", "logistic"):
         required.add("capacity")
@@ -447,6 +480,43 @@ def parse_spec(text: str, path: Path | str = "<string>") -> ModelSpec:
         parameters=params,
         scenarios=scenarios,
     )
+
+
+def _check_shedding(problems: _Problems, model: Mapping[str, Any], declared: set[str]) -> None:
+    """Shedding per cell per day, or per cell division: one complete pair, not both.
+
+    Per-division shedding needs one division rate for every tumour cell, so exponential growth
+    of the primary and the metastases at the same rate (``growth_rate``).
+    """
+    per_cell = [n for n in SHEDDING_PER_CELL if n in declared]
+    per_division = [n for n in SHEDDING_PER_DIVISION if n in declared]
+    if per_cell and per_division:
+        problems.add(
+            f"parameters.{per_division[0]}",
+            f"declare shedding per cell ({', '.join(SHEDDING_PER_CELL)}) or per division "
+            f"({', '.join(SHEDDING_PER_DIVISION)}), not both",
+        )
+        return
+    for name in SHEDDING_PER_DIVISION if per_division else SHEDDING_PER_CELL:
+        if name not in declared:
+            problems.add(
+                f"parameters.{name}", "required by this model's structure but not declared"
+            )
+    if not per_division:
+        return
+    laws = (model.get("primary_growth"), model.get("metastatic_growth", "exponential"))
+    if any(law != "exponential" for law in laws):
+        problems.add(
+            f"parameters.{per_division[0]}",
+            "shedding per division needs exponential growth of the primary and the metastases "
+            "(the division rate of a Gompertz or logistic tumour depends on its size)",
+        )
+    if "metastatic_growth_rate" in declared:
+        problems.add(
+            f"parameters.{per_division[0]}",
+            "shedding per division needs one division rate for all tumour cells: remove "
+            "metastatic_growth_rate (metastases then grow at growth_rate)",
+        )
 
 
 def models_dir() -> Path:
