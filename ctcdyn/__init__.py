@@ -1,5 +1,6 @@
 """ctcdyn: stochastic population dynamics and prognosis of circulating tumour cells."""
 
+from . import _numpyro_loaded, examples  # noqa: F401  (_numpyro_loaded: see its docstring)
 from ._units import blood_volume_ml
 from ._version import __version__
 from .data import InputError, Tables, read_tables
@@ -48,6 +49,7 @@ from .prognosis import (
     compare_with_rule,
     cumulative_dynamic_auc,
     integrated_brier_score,
+    predict_survival,
     uno_c,
 )
 from .simulate import Cohort, simulate_cohort, write_cohort
@@ -96,12 +98,14 @@ __all__ = [
     "cumulative_dynamic_auc",
     "daily_mean_circulation",
     "example_model",
+    "examples",
     "expected_counts",
     "get_assay",
     "integrated_brier_score",
     "lead_time",
     "load_spec",
     "periodic_circulation",
+    "predict_survival",
     "read_tables",
     "register_assay",
     "sample_counts",
