@@ -71,18 +71,20 @@ DAYS_PER_YEAR = 365.25
 def default_engine() -> Hybrid:
     """The engine :func:`lead_time` uses unless told otherwise.
 
-    :class:`~ctcdyn.Hybrid` with ``threshold = 100`` cells: below it every birth and death
-    of the residual clone is simulated, above it growth is deterministic. A clone of 100
-    cells dies out with probability (d/b)^100, 1e-5 for the ``adjuvant`` spec's median
-    rates (b = 0.112, d = 0.1 per day). The cost is about (b + d) / (b - d) = 18 events per
-    cell below the threshold, so 1e3 (the engine's suggestion) is about ten times slower.
-    What is lost is the demographic noise above 100 cells (relative sd of the clone's size
-    about sqrt(18 / 100) = 0.4, i.e. a shift of the whole late trajectory in time); lead times
-    are differences of two times on that trajectory. ``tests/test_leadtime.py`` checks the
-    hybrid against the exact engine on a small model. Deterministic steps of up to 30 days:
-    Heun in log n is exact for exponential growth, relative error O((r h)^3) for Gompertz.
+    :class:`~ctcdyn.Hybrid` with ``threshold = 20`` cells and its branching noise: below the
+    threshold every birth and death of the residual clone is simulated; on reaching it the
+    clone is replaced by a draw of the limit law of its birth-death process (Kendall 1948:
+    extinct with probability (d/b)^20, 0.10 for the ``adjuvant`` spec's median rates
+    b = 0.112, d = 0.1 per day, else a gamma of relative sd ~sqrt(18 / 20) = 0.95), then grows
+    deterministically. The law of the clone's size once large, hence of its relapse time, is
+    that of the exact process for constant rates; a lower threshold is faster (about
+    (b + d) / (b - d) = 18 events per cell below it) and only moves the approximation into the
+    first weeks after the switch. ``tests/test_hybrid.py`` checks the size law against the
+    exact engine, ``tests/test_leadtime.py`` the lead times on a small model. Deterministic
+    steps of up to 30 days: Heun in log n is exact for exponential growth, relative error
+    O((r h)^3) for Gompertz.
     """
-    return Hybrid(threshold=100.0, max_step=30.0)
+    return Hybrid(threshold=20.0, max_step=30.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +315,8 @@ def lead_time(
         blood_volume_ml: the patients' blood volume V (mL).
         resolution_days: spacing of the extra saves from which the relapse time is
             interpolated (days).
-        chunk_size: patients per compiled call.
+        chunk_size: patients per compiled call (the last chunk is padded to it, so any
+            ``n_patients`` compiles once).
         progress: called with the number of patients finished after each chunk.
 
     Returns:
@@ -397,29 +400,33 @@ def lead_time(
     metastatic, last, ok_all = [], [], []
     tumour_pos: list[list[np.ndarray]] = [[] for _ in plan]
     any_pos: list[list[np.ndarray]] = [[] for _ in plan]
-    for lo in range(0, n_patients, chunk_size):
-        hi = min(lo + chunk_size, n_patients)
-        chunk = jax.tree.map(lambda x: x[lo:hi], model)  # noqa: B023
-        m, singles, ok = run(chunk, ts, dyn_keys[lo:hi])
+    size = min(chunk_size, n_patients)
+    for lo in range(0, n_patients, size):
+        hi = min(lo + size, n_patients)
+        # Every chunk has one shape (the last is padded with copies of its last patient, then
+        # cut): one compilation whatever n_patients, and per-patient keys keep results exact.
+        rows = np.minimum(np.arange(lo, lo + size), n_patients - 1)
+        chunk = jax.tree.map(lambda x: x[rows], model)  # noqa: B023
+        m, singles, ok = run(chunk, ts, dyn_keys[rows])
         for j, s in enumerate(plan):
             cols = jnp.asarray(columns[j])
             # The same keys for every schedule: schedules that share a draw (time, volume,
             # assay) see the same count, so a denser schedule is never worse on a patient.
             tumour, total = _tube_counts(
-                obs_keys[lo:hi],
+                obs_keys[rows],
                 singles,
-                fractions[j][lo:hi],
+                fractions[j][rows],
                 jnp.asarray(backgrounds[j], ts.dtype),
                 family,
-                None if concentration is None else concentration[lo:hi],
+                None if concentration is None else concentration[rows],
             )
-            positive = np.asarray(total[:, cols] >= s.threshold)
-            tumour_pos[j].append(positive & np.asarray(tumour[:, cols] >= 1))
+            positive = np.asarray(total[: hi - lo, cols] >= s.threshold)
+            tumour_pos[j].append(positive & np.asarray(tumour[: hi - lo, cols] >= 1))
             any_pos[j].append(positive)
-        m = np.asarray(m)
+        m = np.asarray(m)[: hi - lo]
         metastatic.append(m)
         last.append(m[:, -1])
-        ok_all.append(np.asarray(ok))
+        ok_all.append(np.asarray(ok)[: hi - lo])
         if progress is not None:
             progress(hi)
     ok_np = np.concatenate(ok_all)
