@@ -133,6 +133,8 @@ def predict(
         f"{', '.join(spec.assoc)} of the marker trajectory); "
         f"{prediction.survival.shape[0]} posterior draws"
     )
+    if status != "passed":  # --ignore-gate: the report shows this line with the curve
+        model += f"; FIT STATUS {status.upper()}: NOT FOR PATIENT CARE"
     if out is not None:
         summary = prediction.summary(endpoint=endpoint, model=model, level=level)
         out.parent.mkdir(parents=True, exist_ok=True)
