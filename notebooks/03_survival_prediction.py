@@ -47,6 +47,7 @@ from ctcdyn.prognosis import (
     compare_with_rule,
     fit_joint,
     joint_data,
+    landmark_survival,
     plot_prediction,
     predict_survival,
     rule_scores,
@@ -141,20 +142,15 @@ for ax, weeks in zip(axes, (4, 12), strict=True):
 landmark = 30.0
 at_risk = test[test["pfs_time"] > landmark]
 horizons = np.array([60.0, 120.0])
-survival = []
-for p in at_risk["patient_id"]:
-    prediction = predict_survival(
-        fit,
-        str(p),
-        jax.random.key(2),
-        horizon=float(horizons[-1]),
-        landmark=landmark,
-        draws=draws[draws["patient_id"] == p],
-        patients=test,
-        samples=100 if SMALL else 300,
-        points=int(horizons[-1]) + 1,
-    )
-    survival.append(prediction.survival.mean(axis=0)[horizons.astype(int)])
+survival = landmark_survival(
+    fit,
+    at_risk,
+    draws,
+    jax.random.key(2),
+    landmark=landmark,
+    horizons=horizons,
+    samples=100 if SMALL else 300,
+)
 
 
 def after_landmark(table: pd.DataFrame) -> Outcomes:
@@ -169,7 +165,7 @@ comparison = compare_with_rule(
     horizons,
     train_rule=rule_scores(cohort.draws, train_at_risk["patient_id"], time=28.0),
     test_rule=rule_scores(cohort.draws, at_risk["patient_id"], time=28.0),
-    survival=np.asarray(survival),
+    survival=survival,
 )
 comparison.round(3)
 

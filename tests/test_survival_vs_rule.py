@@ -24,7 +24,7 @@ from ctcdyn.prognosis import (
     compare_with_rule,
     fit_joint,
     joint_data,
-    predict_survival,
+    landmark_survival,
     rule_scores,
 )
 from ctcdyn.simulate import simulate_cohort
@@ -72,20 +72,9 @@ def test_joint_model_beats_the_cellsearch_rule_on_held_out_patients():
     assert alpha["q5"] > 0  # higher counts, higher hazard: the link is found
 
     at_risk = test[test["pfs_time"] > LANDMARK]
-    survival = []
-    for pid in at_risk["patient_id"]:
-        prediction = predict_survival(
-            fit,
-            str(pid),
-            jax.random.key(1),
-            horizon=float(HORIZONS[-1]),
-            landmark=LANDMARK,
-            draws=draws[draws["patient_id"] == pid],
-            patients=test,
-            samples=300,
-            points=int(HORIZONS[-1]) + 1,
-        )
-        survival.append(prediction.survival.mean(axis=0)[HORIZONS.astype(int)])
+    survival = landmark_survival(
+        fit, at_risk, draws, jax.random.key(1), landmark=LANDMARK, horizons=HORIZONS
+    )
     train_at_risk = train[train["pfs_time"] > LANDMARK]
     table = compare_with_rule(
         _after_landmark(train_at_risk),
@@ -93,7 +82,7 @@ def test_joint_model_beats_the_cellsearch_rule_on_held_out_patients():
         HORIZONS,
         train_rule=rule_scores(cohort.draws, train_at_risk["patient_id"], time=28.0),
         test_rule=rule_scores(cohort.draws, at_risk["patient_id"], time=28.0),
-        survival=np.asarray(survival),
+        survival=survival,
     )
     print(f"alpha {alpha['mean']:.3f} (90% {alpha['q5']:.3f} to {alpha['q95']:.3f})")
     print(table.round(3).to_string())

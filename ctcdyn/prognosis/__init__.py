@@ -19,6 +19,7 @@ from ._predict import (
     TIME_UNITS,
     PredictionError,
     SurvivalPrediction,
+    landmark_survival,
     open_joint_run,
     predict_survival,
 )
@@ -75,6 +76,7 @@ __all__: list[str] = [
     "joint_data",
     "joint_model",
     "kaplan_meier",
+    "landmark_survival",
     "open_joint_run",
     "parse_assoc",
     "plot_prediction",

@@ -348,6 +348,51 @@ def predict_survival(
     )
 
 
+def landmark_survival(
+    fit: JointFit,
+    patients: pd.DataFrame,
+    draws: pd.DataFrame,
+    key: PRNGKeyArray,
+    *,
+    landmark: float,
+    horizons: np.ndarray,
+    samples: int = 300,
+) -> np.ndarray:
+    """Posterior predictive P(no event by landmark + h | no event by the landmark) of many
+    patients from their draws up to the landmark: the input of accuracy metrics against held-out
+    outcomes (:func:`~ctcdyn.prognosis.compare_with_rule`).
+
+    Args:
+        fit: a joint fit.
+        patients: the patients to predict (covariates), one row each, in the output's order.
+        draws: their marker draws (draws after the landmark are not used).
+        key: PRNG key; patient i uses ``fold_in(key, i)``.
+        landmark: the time predictions condition on (data's unit), for every patient.
+        horizons: times after the landmark (data's unit), increasing.
+        samples: posterior draws per patient.
+
+    Returns:
+        An array (patients, horizons): the mean over posterior draws at each horizon.
+    """
+    horizons = np.asarray(horizons, dtype=float)
+    out = np.empty((len(patients), len(horizons)))
+    for i, pid in enumerate(patients["patient_id"].astype(str)):
+        prediction = predict_survival(
+            fit,
+            pid,
+            jax.random.fold_in(key, i),
+            horizon=float(horizons[-1]),
+            landmark=landmark,
+            draws=draws[draws["patient_id"].astype(str) == pid],
+            patients=patients,
+            samples=samples,
+            points=121,
+        )
+        mean = prediction.survival.mean(axis=0)
+        out[i] = np.interp(landmark + horizons, prediction.times, mean)
+    return out
+
+
 def _padded(a: JointArrays) -> tuple[JointArrays, np.ndarray]:
     """The patient's marker rows padded to a multiple of :data:`PAD_DRAWS` (a mask marks the
     real ones), so patients with similar numbers of draws share one compiled program."""
