@@ -13,9 +13,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _factories import N_TIMES, grid, model
+from _factories import N_TIMES, grid, model, treatments
 
-from ctcdyn.dynamics import ODE, FastClearance, daily_mean_circulation, solve
+from ctcdyn.dynamics import (
+    ODE,
+    Circadian,
+    FastClearance,
+    TreatmentKind,
+    daily_mean_circulation,
+    solve,
+)
 from ctcdyn.dynamics._circadian import N_HARMONICS
 
 
@@ -109,19 +116,90 @@ def test_fast_clearance_agrees_with_ode_within_bound(treatment):
     assert np.all(err_n <= g / k_s * (lesions + wiggle) + drift + 1e-5 * lesions)
 
 
-@pytest.mark.parametrize("treatment", ["none", "dissociation"])
-def test_circulation_path_equals_the_complex_formula(treatment):
-    """The engine's unrolled real sums against the complex amplitudes, at many clock hours."""
+@pytest.mark.parametrize(
+    ("treatment", "clock_basis"), [("none", True), ("none", False), ("dissociation", True)]
+)
+def test_circulation_path_equals_the_complex_formula(treatment, clock_basis):
+    """The engine's real sums (one matrix product over the clock basis, or the loop per time)
+    against the complex amplitudes, at many clock hours."""
     from ctcdyn.dynamics import clock_hour
     from ctcdyn.dynamics._circulation import circulation_path
 
-    m = model("gompertz", treatment)
+    m = model("gompertz", treatment, circadian=Circadian(amplitude=1.28, peak_hour=5.3))
     ts = jnp.linspace(0.0, 10.0, 97)  # every 2.5 h, inside and outside the drug's interval
     burden = 1e9 * jnp.exp(0.02 * ts)
-    singles, clusters, _ = circulation_path(m, ts, burden, clock_hour(ts))
+    singles, clusters, _ = circulation_path(m, ts, burden, clock_hour(ts), clock_basis=clock_basis)
     s_n, c_n = jax.vmap(lambda t, a: circulation_harmonics(m, t, a))(ts, burden)
     rotation = jnp.exp(
         1j * jnp.arange(N_HARMONICS + 1) * m.circadian.phase(clock_hour(ts))[:, None]
     )
     np.testing.assert_allclose(singles, jnp.real(jnp.sum(s_n * rotation, axis=1)), rtol=1e-12)
     np.testing.assert_allclose(clusters, jnp.real(jnp.sum(c_n * rotation, axis=1)), rtol=1e-12)
+
+
+#: The engine as it was before the dense path and the clock basis: saving inside the loop.
+SAVED = FastClearance(dense_steps=0, clock_basis=False)
+
+
+def _stack(*models):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *models)
+
+
+def _assert_same_state(a, b, rtol):
+    for name in ("primary", "metastatic", "singles", "clusters", "lesions"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, err_msg=name)
+
+
+def test_dense_path_equals_saving_inside_the_loop():
+    """The dense path evaluates the same Tsit5 interpolant at the same steps as SaveAt(ts), so
+    the two agree to rounding: one vmapped batch with an untreated patient, one operated at day
+    10.3 (between save times) during a continuous cytotoxic course (switches on and off), and
+    one operated exactly at a save time while clusters are dissociated."""
+    operated = treatments(
+        TreatmentKind.CYTOTOXIC,
+        start=5.0,
+        end=40.0,
+        effect=0.1,
+        resistance=0.02,
+        surgery_time=10.3,
+        residual_fraction=0.01,
+    )
+    at_save_time = treatments(
+        TreatmentKind.CLUSTER_DISSOCIATION,
+        start=3.2,
+        end=25.0,
+        effect=50.0,
+        surgery_time=20.0,
+        residual_fraction=0.1,
+    )
+    cohort = _stack(model("gompertz"), model("gompertz", operated), model("gompertz", at_save_time))
+    ts = grid(np.linspace(0.0, 2.0, 9), [20.0], np.linspace(3.0, 300.0, N_TIMES - 10))
+    engine = FastClearance()
+    # The dense path itself (not its fallback) finishes for every patient ...
+    ys, ok, complete = jax.vmap(lambda m: engine._dense(m, ts))(cohort)
+    assert np.all(complete) and np.all(ok)
+    saved, saved_ok = jax.vmap(lambda m: SAVED.slow(m, ts))(cohort)
+    assert np.all(saved_ok)
+    for name in ("primary", "metastatic", "lesions"):
+        np.testing.assert_allclose(getattr(ys, name), getattr(saved, name), rtol=1e-10)
+    # ... and the whole engine agrees with the engine as it was.
+    fast = jax.vmap(lambda m: solve(m, ts, engine))(cohort)
+    before = jax.vmap(lambda m: solve(m, ts, SAVED))(cohort)
+    assert np.all(fast.ok) and np.all(before.ok)
+    _assert_same_state(fast.state, before.state, rtol=1e-10)
+    after = int(np.argmax(np.asarray(ts) > 10.3))  # first save time after the surgery
+    assert float(fast.primary[1, after]) < 0.05 * float(fast.primary[0, after])
+
+
+@pytest.mark.parametrize("case", ["dosed", "small buffer"])
+def test_dense_path_falls_back_to_saving_inside_the_loop(case):
+    """Boluses (not registered as switches by the dense path) and a step buffer too small for
+    the horizon both send the batch to the saving path, with the same result."""
+    m = model("gompertz", "cytotoxic" if case == "dosed" else "none")
+    engine = FastClearance(dense_steps=4) if case == "small buffer" else FastClearance()
+    ts = grid(np.linspace(0.0, 60.0, N_TIMES))
+    if case == "small buffer":
+        assert not engine._dense(m, ts)[2]  # the fallback is exercised, not skipped
+    fast, before = solve(m, ts, engine), solve(m, ts, SAVED)
+    assert fast.ok and before.ok
+    _assert_same_state(fast.state, before.state, rtol=1e-10)
