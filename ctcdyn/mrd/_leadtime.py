@@ -74,11 +74,11 @@ def default_engine() -> Hybrid:
     :class:`~ctcdyn.Hybrid` with ``threshold = 20`` cells and its branching noise: below the
     threshold every birth and death of the residual clone is simulated; on reaching it the
     clone is replaced by a draw of the limit law of its birth-death process (Kendall 1948:
-    extinct with probability (d/b)^20, 0.10 for the ``adjuvant`` spec's median rates
-    b = 0.112, d = 0.1 per day, else a gamma of relative sd ~sqrt(18 / 20) = 0.95), then grows
+    extinct with probability (d/b)^20, 0.06 for the ``adjuvant`` spec's median rates
+    b = 0.115, d = 0.1 per day, else a gamma of relative sd ~sqrt(14 / 20) = 0.84), then grows
     deterministically. The law of the clone's size once large, hence of its relapse time, is
     that of the exact process for constant rates; a lower threshold is faster (about
-    (b + d) / (b - d) = 18 events per cell below it) and only moves the approximation into the
+    (b + d) / (b - d) = 14 events per cell below it) and only moves the approximation into the
     first weeks after the switch. ``tests/test_hybrid.py`` checks the size law against the
     exact engine, ``tests/test_leadtime.py`` the lead times on a small model. Deterministic
     steps of up to 30 days: Heun in log n is exact for exponential growth, relative error
