@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from numpyro.infer.util import log_density
 from typer.testing import CliRunner
 
@@ -69,9 +70,14 @@ def _fit(mbc, files, out, **kwargs) -> Run:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, mbc, files):
+def reference_run(tmp_path_factory, mbc, files) -> Run:
     """One uninterrupted run on the local executor: what every other run must reproduce."""
-    return _fit(mbc, files, tmp_path_factory.mktemp("runs") / "local").read_posterior()
+    return _fit(mbc, files, tmp_path_factory.mktemp("runs") / "local")
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run):
+    return reference_run.read_posterior()
 
 
 def _assert_same_draws(run: Run, reference) -> None:
@@ -244,6 +250,43 @@ def test_a_killed_worker_loses_no_chunk(tmp_path, mbc, files, reference, client)
     run = _fit(mbc, files, tmp_path / "worker-killed", executor=executor)  # type: ignore[arg-type]
     assert marker.exists() and int(marker.read_text()) in before  # a worker did die mid-task
     _assert_same_draws(run, reference)
+
+
+class _Killed(Exception):
+    """Stands for the ctcdyn process dying."""
+
+
+def test_zarr_appends_survive_a_crash_before_the_record_and_resume_on_dask(
+    tmp_path, mbc, files, reference_run, reference, client, monkeypatch
+):
+    out = tmp_path / "zarr"
+    record = Run.update_manifest
+
+    def dies_recording_the_second_chunk(self, **changes):
+        if len(changes.get("chunks", ())) == 2:
+            raise _Killed("killed after the append, before the manifest")
+        record(self, **changes)
+
+    monkeypatch.setattr(Run, "update_manifest", dies_recording_the_second_chunk)
+    with pytest.raises(_Killed):
+        _fit(mbc, files, out, format="zarr")
+    monkeypatch.undo()
+    assert Run.open(out).finished_chunks() == {0}
+    store = xr.open_datatree(out / "posterior.zarr", engine="zarr", consolidated=False)
+    assert store["posterior"].sizes["patient"] == 2 * CHUNK  # the unrecorded chunk is there
+    store.close()
+
+    run = _fit(mbc, files, out, format="zarr", resume=True, executor=DaskExecutor(client=client))
+    _assert_same_draws(run, reference)  # each patient once, the local draws
+    assert run.appended_patients == N_PATIENTS and not (out / "chunks").exists()
+    assert not (out / "posterior.nc").exists()
+    want = reference_run.read_summary()
+    pd.testing.assert_frame_equal(run.read_summary(), want, check_exact=False, rtol=1e-5)
+    assert run.manifest["diagnostics"] == reference_run.manifest["diagnostics"]
+    assert run.status == reference_run.status
+
+    with pytest.raises(ValueError, match="format='zarr'"):
+        _fit(mbc, files, out, resume=True)  # started as zarr: not resumed as netCDF
 
 
 def test_the_cli_says_how_to_get_dask(tmp_path, files, monkeypatch):

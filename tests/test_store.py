@@ -18,6 +18,7 @@ from ctcdyn.store import (
     NotARunError,
     ResumeMismatchError,
     Run,
+    concat_patients,
     sha256_file,
     summarize,
     write_csv,
@@ -25,6 +26,7 @@ from ctcdyn.store import (
     write_zarr,
 )
 from ctcdyn.store._manifest import KEYS
+from ctcdyn.store._summary import summarize_in_blocks
 
 SPEC = 'name = "fast_clearance"\n[priors]\ngrowth_rate = "LogNormal(0, 1)"\n'
 
@@ -298,3 +300,181 @@ def test_create_rejects_both_flags(tmp_path, request_):
     with pytest.raises(ValueError, match="exclude each other"):
         Run.create(tmp_path / "run", **request_, overwrite=True, resume=True)
     assert not (tmp_path / "run" / MANIFEST).exists()
+
+
+# --- chunks appended to one zarr store --------------------------------------------------------
+
+
+def _with_prior(tree: xr.DataTree, seed: int) -> xr.DataTree:
+    """``tree`` plus a ``prior`` group, and a second posterior variable that is not positive."""
+    rng = np.random.default_rng(seed + 100)
+    post = tree["posterior"].to_dataset()
+    post["growth_rate"] = np.exp(post["growth_rate"])
+    post["shift"] = post["growth_rate"] - 1.0
+    post["late"] = post["growth_rate"].copy()  # positive but for one draw of P3
+    if "P3" in post["patient"].values:
+        post["late"].loc[{"patient": "P3", "chain": 0, "draw": 0}] = -1.0
+    n = post.sizes["patient"]
+    cdp = ("chain", "draw", "patient")
+    rate = np.exp(rng.normal(size=(1, 30, n)))
+    prior = xr.Dataset(
+        {
+            "growth_rate": (cdp, rate),
+            "late": (cdp, rate),
+            "shift": (cdp, rng.normal(size=rate.shape)),
+        },
+        coords={"patient": post["patient"].values},
+    )
+    groups = {g: tree[g].to_dataset() for g in tree.children}
+    tree = xr.DataTree.from_dict({**groups, "posterior": post, "prior": prior})
+    tree.attrs["mode"] = "per_patient"
+    return tree
+
+
+# chunk id -> (patient ids, their rows in the patients table, blood draws); ids of unequal length
+_CHUNKS = {
+    0: (["P1", "P3"], [0, 2], 2),
+    1: (["patient 2", "P4"], [1, 3], 4),
+    2: (["Ω-5"], [4], 3),
+}
+
+
+def _chunk(chunk_id: int) -> xr.DataTree:
+    ids, _, n_blood = _CHUNKS[chunk_id]
+    return _with_prior(_tree(ids, seed=chunk_id, n_blood=n_blood), chunk_id)
+
+
+def _append(run: Run, chunk_id: int) -> None:
+    run.append_chunk(chunk_id, _chunk(chunk_id), rows=_CHUNKS[chunk_id][1], sizes={"blood_draw": 4})
+
+
+def _expected(chunk_ids=(0, 1, 2)) -> xr.DataTree:
+    """The chunks concatenated as a netCDF batch run does, in patients-table order."""
+    whole = concat_patients([_chunk(c) for c in chunk_ids])
+    rows = np.concatenate([_CHUNKS[c][1] for c in chunk_ids])
+    order = np.argsort(rows)
+
+    def reorder(ds: xr.Dataset) -> xr.Dataset:
+        if "blood_draw" in ds.dims:  # the store's width: the longest series of the cohort
+            ds = ds.pad(blood_draw=(0, 4 - ds.sizes["blood_draw"]))
+        return ds.isel(patient=order) if "patient" in ds.dims else ds
+
+    return whole.map_over_datasets(reorder)
+
+
+def _assert_same_tree(got: xr.DataTree, want: xr.DataTree) -> None:
+    assert set(got.groups) == set(want.groups)
+    for group in want.groups:
+        a, b = got[group].to_dataset(), want[group].to_dataset()
+        assert set(a.data_vars) == set(b.data_vars), group
+        if "patient" in b.dims:
+            assert list(a["patient"].values) == list(b["patient"].values)
+        for name in b.data_vars:
+            assert a[name].dims == b[name].dims, (group, name)
+            assert a[name].dtype == b[name].dtype, (group, name)
+            np.testing.assert_array_equal(a[name].values, b[name].values, f"{group}.{name}")
+
+
+def test_appended_chunks_read_back_in_table_order(tmp_path, request_):
+    run = Run.create(tmp_path / "run", **request_)
+    for chunk_id in (2, 0, 1):  # chunks arrive in any order
+        _append(run, chunk_id)
+    assert run.finished_chunks() == {0, 1, 2}
+    run = Run.open(run.path)
+    assert run.manifest["chunks"] == [0, 1, 2] and run.appended_patients == 5
+    assert not (run.path / "chunks").exists()
+    back = run.read_posterior()
+    _assert_same_tree(back, _expected())
+    assert "patient_row" not in back["posterior"].coords
+    assert list(back["posterior"].data_vars) == ["growth_rate", "shift", "late"]  # as fitted
+    assert back.attrs == {"mode": "per_patient"} and back["posterior"].attrs == {}
+    assert back["observed_data"]["ctc"].sizes == {"patient": 5, "blood_draw": 4}
+    assert np.isnan(back["log_likelihood"]["ctc"].sel(patient="P1").values[..., 2:]).all()
+    with pytest.raises(ValueError, match="already recorded"):
+        _append(run, 1)
+
+
+def test_an_append_not_recorded_is_cut_off_and_redone_once(tmp_path, request_, monkeypatch):
+    run = Run.create(tmp_path / "run", **request_)
+    _append(run, 0)
+
+    def crash(self, **changes):
+        raise KeyboardInterrupt("killed after the append, before the manifest")
+
+    monkeypatch.setattr(Run, "update_manifest", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _append(run, 1)
+    monkeypatch.undo()
+    store = xr.open_datatree(run.path / "posterior.zarr", engine="zarr", consolidated=False)
+    assert store["posterior"].sizes["patient"] == 4  # chunk 1 is in the store, not recorded
+    store.close()
+
+    run = Run.create(run.path, **request_, resume=True)
+    assert run.finished_chunks() == {0} and run.appended_patients == 2
+    _assert_same_tree(run.read_posterior(), _expected((0,)))  # the tail is cut off on resume
+    _append(run, 1)
+    _append(run, 2)
+    _assert_same_tree(Run.open(run.path).read_posterior(), _expected())
+
+
+def test_a_half_done_append_is_cut_off(tmp_path, request_, monkeypatch):
+    run = Run.create(tmp_path / "run", **request_)
+    _append(run, 0)
+    original = xr.Dataset.to_zarr
+    calls = []
+
+    def dies_on_the_third_group(self, *args, **kwargs):
+        calls.append(kwargs.get("group"))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed mid-append")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", dies_on_the_third_group)
+    with pytest.raises(KeyboardInterrupt):
+        _append(run, 1)
+    monkeypatch.undo()
+    store = xr.open_datatree(run.path / "posterior.zarr", engine="zarr", consolidated=False)
+    lengths = {g: store[g].sizes.get("patient") for g in ("posterior", "prior")}
+    store.close()
+    assert lengths == {"posterior": 4, "prior": 2}  # killed between groups
+
+    _append(run, 1)  # the same process goes on: the tail is cut before appending
+    _append(run, 2)
+    _assert_same_tree(run.read_posterior(), _expected())
+
+
+def test_summary_in_blocks_equals_the_whole_summary(tmp_path, request_):
+    run = Run.create(tmp_path / "run", **request_)
+    for chunk_id in (1, 2, 0):
+        _append(run, chunk_id)
+    want = summarize(_expected())
+    assert list(want["parameter"])[:2] == ["growth_rate[P1]", "growth_rate[patient 2]"]
+    lazy = run.open_posterior()
+    try:
+        rows = lazy["posterior"]["patient_row"].values
+        assert list(rows) == [1, 3, 4, 0, 2]  # appended in arrival order
+        for block in (1, 2, None):
+            got = summarize_in_blocks(lazy, order=np.argsort(rows), patients_per_block=block)
+            # equal up to rounding: numpy sums a row in an order that depends on the block
+            pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12, atol=0)
+    finally:
+        lazy.close()
+    # P3, whose draw makes "late" non-positive, is read last: every patient's "late"
+    # contraction is on the natural scale, which differs from the log scale of growth_rate
+    want = want.set_index("parameter")
+    assert want.loc["late[P1]", "contraction"] != want.loc["growth_rate[P1]", "contraction"]
+
+
+def test_finalize_keeps_the_appended_store(tmp_path, request_):
+    run = Run.create(tmp_path / "run", **request_)
+    with pytest.raises(ValueError, match="no chunks were appended"):
+        run.finalize(None, pd.DataFrame(), check(_expected()), {})
+    for chunk_id in (0, 1, 2):
+        _append(run, chunk_id)
+    tree = _expected()
+    summary = summarize(tree)
+    status = run.finalize(None, summary, check(tree, summary), {"fit": 1.0})
+    run = Run.open(run.path)
+    assert run.status == status and run.manifest["files"]["posterior"]["patients"] == 5
+    _assert_same_tree(run.read_posterior(), tree)
+    assert list(run.read_summary()["parameter"]) == list(summary["parameter"])

@@ -3,10 +3,12 @@ diagnose, and store — resumable, with every write atomic.
 
 Per-patient runs are cut into chunks of patients by draw-count bucket (``._buckets``); an
 executor (``._executor``: this process, or a Dask cluster) fits the chunks, and this process
-writes each finished chunk to the run as it arrives. ``resume=True`` redoes only chunks that
-are not on disk. Chunk k is fitted with ``fold_in(key(seed), k)`` and padded to its bucket's
-shape, so a resumed run, or one on another executor, gives the same draws as an uninterrupted
-local one. A task carries only its chunk's arrays and the spec, never the whole cohort.
+writes each finished chunk to the run as it arrives: a chunk file (netCDF), or an append to
+``posterior.zarr`` (zarr; the summary and gate are then computed from the store a block of
+patients at a time). ``resume=True`` redoes only chunks that are not on disk. Chunk k is
+fitted with ``fold_in(key(seed), k)`` and padded to its bucket's shape, so a resumed run, or
+one on another executor, gives the same draws as an uninterrupted local one. A task carries
+only its chunk's arrays and the spec, never the whole cohort.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ..data import Tables, read_tables
 from ..diagnostics import check
 from ..specs import ModelSpec
 from ..store import Run, summarize
+from ..store._append import PATIENT_ROW, in_row_order
+from ..store._summary import summarize_in_blocks
 from ._buckets import ChunkPlan, plan_chunks
 from ._data import FitData, PatientArrays, fit_data
 from ._executor import Executor, LocalExecutor
@@ -210,15 +214,20 @@ def fit_run(
     work = functools.partial(fit_task, progress=progress) if local and progress else fit_task
     if per_patient:
         plans = plan_chunks(data.n_draws, chunk_size, bucketed=buckets)
-        tree = _chunked(run, data, base, plans, executor, work, progress)
+        append = format == "zarr"
+        tree = _chunked(run, data, base, plans, executor, work, progress, append=append)
     else:
         cohort = dataclasses.replace(base, data=subset(data, np.arange(data.n_patients)))
         tree = next(iter(executor.map(work, [cohort])))[1]
     fitted = time.perf_counter() - started
-    summary = summarize(tree)
+    if tree is None:  # appended chunk by chunk: summarise the store a block at a time
+        summary, gate_tree = _summary_from_store(run)
+    else:
+        summary, gate_tree = summarize(tree), tree
     timings = {"fit": fitted, "total": time.perf_counter() - started}
     if method == "svi":
-        run.write_posterior(tree, format=format)
+        if tree is not None:
+            run.write_posterior(tree, format=format)
         run.write_summary(summary)
         run.update_manifest(
             status="approximate",
@@ -226,7 +235,7 @@ def fit_run(
             timings=timings,
         )
     else:
-        run.finalize(tree, summary, check(tree, summary), timings, format=format)
+        run.finalize(tree, summary, check(gate_tree, summary), timings, format=format)
     return run
 
 
@@ -238,9 +247,20 @@ def _chunked(
     executor: Executor,
     work: Callable[[FitTask], xr.DataTree],
     progress: Progress | None,
-) -> xr.DataTree:
+    *,
+    append: bool = False,
+) -> xr.DataTree | None:
+    """Fit the chunks not yet finished and write each as it arrives.
+
+    Returns the whole posterior in cohort order, read back from the chunk files; None when
+    ``append`` (each chunk appended to ``posterior.zarr``, checked to hold every patient once).
+    """
     done = run.finished_chunks()
+    _check_layout(run, done, append)
     todo = [p for p in plans if p.chunk_id not in done]
+    # every appended chunk has the store's shape: blood draws padded to the longest series
+    sizes = {"blood_draw": max(p.width for p in plans)}
+    block = max(p.size for p in plans)
 
     def tasks() -> Iterator[FitTask]:
         for plan in todo:  # built lazily: only the chunks in flight exist at once
@@ -252,13 +272,66 @@ def _chunked(
     if progress is not None:
         progress("chunks", len(plans) - len(todo), len(plans))
     for position, tree in executor.map(work, tasks()):
-        chunk_id = todo[position].chunk_id
-        if chunk_id not in done:  # each chunk is written once, whatever the executor did
-            run.write_chunk(chunk_id, tree)
-            done.add(chunk_id)
+        plan = todo[position]
+        if plan.chunk_id not in done:  # each chunk is written once, whatever the executor did
+            if append:
+                run.append_chunk(
+                    plan.chunk_id, tree, rows=plan.patients, sizes=sizes, patients_per_block=block
+                )
+            else:
+                run.write_chunk(plan.chunk_id, tree)
+            done.add(plan.chunk_id)
         if progress is not None:
             progress("chunks", len(done), len(plans))
+    if append:
+        _check_store(run, data.patient_ids)
+        return None
     return _in_cohort_order(run.read_chunks(), data.patient_ids)
+
+
+def _check_layout(run: Run, done: set[int], append: bool) -> None:
+    """A resumed run keeps the format it started with (chunk files, or an appended store)."""
+    appended = run.appended_patients is not None
+    if done and append != appended:
+        started, asked = ("zarr", "netcdf") if appended else ("netcdf", "zarr")
+        raise ValueError(
+            f"the run in {run.path} was started with format={started!r} "
+            f"({'an appended posterior.zarr' if appended else 'chunk files'}); resume it with "
+            f"format={started!r} (CLI --format {started}), not {asked!r}, or use overwrite=True."
+        )
+
+
+def _check_store(run: Run, ids: tuple[str, ...]) -> None:
+    """The appended store holds every patient of the cohort exactly once, at its row."""
+    tree = run.open_posterior()
+    try:
+        post = tree["posterior"].to_dataset()
+        rows = np.asarray(post[PATIENT_ROW].values)
+        got = [str(p) for p in np.asarray(post["patient"].values)]
+    finally:
+        tree.close()
+    expected = np.arange(len(ids))
+    in_place = all(ids[r] == p for r, p in zip(rows, got, strict=True))
+    if np.array_equal(np.sort(rows), expected) and in_place:
+        return
+    raise RuntimeError(
+        f"the run's store holds {len(got)} patients ({len(set(got))} distinct) but the cohort "
+        f"has {len(ids)}; the run folder is inconsistent. Try overwrite=True."
+    )
+
+
+def _summary_from_store(run: Run) -> tuple[pd.DataFrame, xr.DataTree]:
+    """The summary table of an appended store, and the tree the diagnostics gate reads
+    (``sample_stats``' ``diverging`` and ``energy`` only), patients in cohort order."""
+    tree = run.open_posterior()
+    try:
+        rows = np.asarray(tree["posterior"].to_dataset()[PATIENT_ROW].values)
+        summary = summarize_in_blocks(tree, order=np.argsort(rows, kind="stable"))
+        stats = tree["sample_stats"].to_dataset()
+        stats = in_row_order(stats[[v for v in ("diverging", "energy") if v in stats]]).load()
+    finally:
+        tree.close()
+    return summary, xr.DataTree.from_dict({"sample_stats": stats})
 
 
 def _in_cohort_order(tree: xr.DataTree, ids: tuple[str, ...]) -> xr.DataTree:

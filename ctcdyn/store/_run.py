@@ -6,11 +6,16 @@ Layout::
       manifest.json          what was fitted, how, and the outcome (see ._manifest)
       posterior.nc           the whole DataTree (or posterior.zarr, a folder)
       summary.csv            one row per scalar parameter (see summarize)
-      chunks/chunk-00012.nc  batch runs: one file per finished chunk of patients
+      chunks/chunk-00012.nc  netCDF batch runs: one file per finished chunk of patients
+
+A zarr batch run has no chunk files: each finished chunk is appended to ``posterior.zarr``
+along ``patient`` (see ._append), and the manifest's ``files.posterior.patients`` records how
+many patients the store holds for sure.
 
 Every file is written atomically (see ._atomic), and a chunk is recorded in the manifest only
-after its file is complete, so a crashed batch run resumes from its last finished chunk. One
-process writes to a run at a time (manifest updates are read-modify-write).
+after its file is complete or its append is done, so a crashed batch run resumes from its last
+finished chunk (an appended tail that was never recorded is cut off first). One process writes
+to a run at a time (manifest updates are read-modify-write).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 import xarray as xr
 
+from ._append import append_patients, in_row_order, open_store, trim_patients
 from ._atomic import write_csv, write_netcdf, write_zarr
 from ._manifest import (
     MANIFEST,
@@ -128,6 +134,9 @@ class Run:
             )
         run = cls(path, old)
         run.update_manifest(status="running")
+        length = run.appended_patients
+        if length:  # an append that crashed before its chunk was recorded leaves a tail
+            trim_patients(path / _FORMATS["zarr"], length)
         return run
 
     @classmethod
@@ -197,18 +206,51 @@ class Run:
         (write_netcdf if format == "netcdf" else write_zarr)(target, tree)
         self._record_file("posterior", name)
         for other in set(_FORMATS.values()) - {name}:  # a stale copy in the other format
-            stale = self.path / other
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            stale.unlink(missing_ok=True)
+            _remove_path(self.path / other)
         return target
 
     def read_posterior(self) -> xr.DataTree:
-        """The DataTree written by :meth:`write_posterior`, loaded into memory."""
+        """The posterior DataTree, loaded into memory, patients in the patients table's order.
+
+        That is the tree written by :meth:`write_posterior`, or the chunks appended so far by
+        :meth:`append_chunk` (all of them once the run is finished).
+        """
         entry = self._manifest["files"].get("posterior")
         if entry is None:
             raise FileNotFoundError(f"the run in {self.path} has no posterior yet")
-        return _read_tree(self.path / entry["path"])
+        if self.appended_patients is None:
+            return _read_tree(self.path / entry["path"])
+        tree = self.open_posterior().map_over_datasets(in_row_order)
+        try:
+            return tree.load()
+        finally:
+            tree.close()
+
+    def open_posterior(self) -> xr.DataTree:
+        """The posterior DataTree opened lazily (values are read when used; close it after).
+
+        An appended store (:meth:`append_chunk`) is cut to its recorded patients, in the order
+        their chunks were appended, with each patient's row in the patients table as the
+        coordinate ``patient_row``; ``tree.map_over_datasets(ctcdyn.store._append.in_row_order)``
+        puts them in the table's order.
+        """
+        entry = self._manifest["files"].get("posterior")
+        if entry is None:
+            raise FileNotFoundError(f"the run in {self.path} has no posterior yet")
+        path = self.path / entry["path"]
+        length = self.appended_patients
+        if length is not None:
+            return open_store(path, length)
+        if path.suffix == ".zarr":
+            return xr.open_datatree(path, engine="zarr", consolidated=False)
+        return xr.open_datatree(path, engine="h5netcdf")
+
+    @property
+    def appended_patients(self) -> int | None:
+        """Patients recorded in an appended ``posterior.zarr``; None when not appended to."""
+        entry = self._manifest["files"].get("posterior") or {}
+        length = entry.get("patients")
+        return None if length is None else int(length)
 
     def write_summary(self, summary: pd.DataFrame) -> Path:
         """Write the summary table as ``summary.csv``."""
@@ -222,7 +264,7 @@ class Run:
 
     def finalize(
         self,
-        tree: xr.DataTree,
+        tree: xr.DataTree | None,
         summary: pd.DataFrame,
         gate_result: GateResult,
         timings: Mapping[str, float],
@@ -232,8 +274,21 @@ class Run:
         """Write the posterior and summary, record the gate and timings; returns the status.
 
         The status becomes "passed" when the diagnostics gate passed, else "failed_gate".
+
+        Args:
+            tree: the posterior to write; None when its chunks were appended
+                (:meth:`append_chunk`), which leaves the store as it is.
+            summary: the summary table.
+            gate_result: the diagnostics gate's result.
+            timings: seconds by phase.
+            format: how ``tree`` is written ("netcdf" or "zarr").
         """
-        self.write_posterior(tree, format=format)
+        if tree is not None:
+            self.write_posterior(tree, format=format)
+        elif self.appended_patients is None:
+            raise ValueError("finalize needs a tree: no chunks were appended to this run")
+        else:
+            _remove_path(self.path / _FORMATS["netcdf"])  # a stale copy in the other format
         self.write_summary(summary)
         status = "passed" if gate_result.passed else "failed_gate"
         self.update_manifest(
@@ -257,8 +312,56 @@ class Run:
         self.update_manifest(chunks=sorted({*self._manifest["chunks"], chunk_id}))
         return target
 
+    def append_chunk(
+        self,
+        chunk_id: int,
+        tree: xr.DataTree,
+        *,
+        rows: Any,
+        sizes: Mapping[str, int] | None = None,
+        patients_per_block: int | None = None,
+    ) -> Path:
+        """Append one finished chunk to ``posterior.zarr``, then record it in the manifest.
+
+        The chunk and the store's new length are recorded in one atomic manifest write after
+        the append has completed; an append that did not complete, or was not recorded, is cut
+        off before the next one (and on resume), so a chunk is never in the store twice.
+
+        Args:
+            chunk_id: the chunk's id.
+            tree: the chunk's DataTree.
+            rows: its patients' rows in the patients table, in the tree's patient order
+                (stored as the coordinate ``patient_row``; :meth:`read_posterior` orders by it).
+            sizes: lengths to NaN-pad other dims to, the same for every chunk
+                (``{"blood_draw": longest series}``).
+            patients_per_block: zarr chunk length along ``patient`` when the store is created.
+        """
+        target = self.path / _FORMATS["zarr"]
+        committed = self.appended_patients or 0
+        if chunk_id in self._manifest["chunks"]:
+            raise ValueError(f"chunk {chunk_id} is already recorded in the run in {self.path}")
+        length = append_patients(
+            target,
+            tree,
+            rows=[int(r) for r in rows],
+            committed=committed,
+            sizes=sizes,
+            patients_per_block=patients_per_block,
+        )
+        entry = {"path": target.name, "sha256": None, "patients": length}
+        self.update_manifest(
+            chunks=sorted({*self._manifest["chunks"], chunk_id}),
+            files={**self._manifest["files"], "posterior": entry},
+        )
+        return target
+
     def finished_chunks(self) -> set[int]:
-        """Chunks recorded in the manifest whose file exists (written before recording)."""
+        """Chunks recorded in the manifest whose file exists or that were appended.
+
+        A chunk is recorded only after its file is written or its append is done.
+        """
+        if self.appended_patients is not None:
+            return set(self._manifest["chunks"])
         return {c for c in self._manifest["chunks"] if self.chunk_path(c).is_file()}
 
     def read_chunks(self) -> xr.DataTree:
@@ -326,6 +429,12 @@ def _read_tree(path: Path) -> xr.DataTree:
         return tree.load()
     finally:
         tree.close()
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    path.unlink(missing_ok=True)
 
 
 def _remove(path: Path) -> None:

@@ -51,27 +51,116 @@ def summarize(tree: xr.DataTree) -> pd.DataFrame:
     Returns:
         A DataFrame with one row per parameter element, in variable then element order.
     """
+    post, prior = _groups(tree)
+    frames = []
+    for name, da in post.data_vars.items():
+        prior_da = None if prior is None else prior.get(name)
+        frames.append(_frame(str(name), da, prior is not None, prior_da))
+    return _table(frames, prior is not None)
+
+
+def summarize_in_blocks(
+    tree: xr.DataTree,
+    *,
+    order: np.ndarray | None = None,
+    patients_per_block: int | None = None,
+) -> pd.DataFrame:
+    """:func:`summarize` of a tree too large for memory, a block of patients at a time.
+
+    Meant for a lazily opened store (values read when used): every posterior variable with a
+    ``patient`` dim is read and summarised one block of consecutive patients at a time
+    (together with its ``prior``), the others whole. Every statistic is per element, and the
+    contraction's scale (log or natural) is decided over all patients, so the table equals
+    :func:`summarize` of the whole tree with its patients reordered by ``order``.
+
+    Args:
+        tree: a DataTree with a ``posterior`` group (and optionally ``prior``).
+        order: the patients' order in the table (``tree`` reordered by ``isel(patient=order)``);
+            None keeps the tree's order.
+        patients_per_block: patients read at once (default: about 4 million draws a block).
+    """
+    post, prior = _groups(tree)
+    frames = []
+    for name, da in post.data_vars.items():
+        prior_da = None if prior is None else prior.get(name)
+        if PATIENT_DIM not in da.dims:
+            frames.append(_frame(str(name), da.load(), prior is not None, _loaded(prior_da)))
+            continue
+        _check_sample_dims(da, "posterior")
+        da = da.transpose(*SAMPLE_DIMS, ...)
+        n = da.sizes[PATIENT_DIM]
+        per_patient = int(np.prod(da.shape)) // max(1, n)
+        step = patients_per_block or max(1, _BLOCK_VALUES // max(1, per_patient))
+        blocks: list[pd.DataFrame] = []
+        log_blocks: list[pd.DataFrame] | None = [] if prior_da is not None else None
+        for lo in range(0, n, step):
+            part = da.isel({PATIENT_DIM: slice(lo, lo + step)}).load()
+            prior_part = _loaded(_patients(prior_da, lo, step))
+            blocks.append(_frame(str(name), part, prior is not None, prior_part, "natural"))
+            if log_blocks is not None and _positive(part, prior_part):
+                log_blocks.append(_frame(str(name), part, True, prior_part, "log"))
+            else:
+                log_blocks = None  # one non-positive draw: the natural scale for everyone
+        frame = pd.concat(log_blocks if log_blocks is not None else blocks, ignore_index=True)
+        wanted = da if order is None else da.isel({PATIENT_DIM: order})
+        labels = _labels(str(name), wanted, wanted.dims[2:])
+        frames.append(frame.set_index("parameter").loc[labels].reset_index())
+    return _table(frames, prior is not None)
+
+
+#: The dimension :func:`summarize_in_blocks` reads in blocks.
+PATIENT_DIM = "patient"
+
+
+def _groups(tree: xr.DataTree) -> tuple[xr.Dataset, xr.Dataset | None]:
     if "posterior" not in tree.children:
         raise ValueError(f"the tree has no 'posterior' group (groups: {sorted(tree.children)})")
     post = tree["posterior"].to_dataset()
     prior = tree["prior"].to_dataset() if "prior" in tree.children else None
-    frames = []
-    for name, da in post.data_vars.items():
-        _check_sample_dims(da, "posterior")
-        da = da.transpose(*SAMPLE_DIMS, ...)
-        rest = da.dims[2:]
-        n_chain, n_draw = da.shape[:2]
-        x = np.moveaxis(np.asarray(da.values, dtype=float), (0, 1), (-2, -1))
-        x = x.reshape(-1, n_chain, n_draw)
-        frame = pd.DataFrame({"parameter": _labels(str(name), da, rest)})
-        for column, values in _blockwise(x).items():
-            frame[column] = values
-        if prior is not None:
-            prior_sd, contraction = _prior_columns(da, prior.get(name))
-            frame["prior_sd"] = prior_sd
-            frame["contraction"] = contraction
-        frames.append(frame)
-    columns = list(SUMMARY_COLUMNS) + (["prior_sd", "contraction"] if prior is not None else [])
+    return post, prior
+
+
+def _loaded(da: xr.DataArray | None) -> xr.DataArray | None:
+    return None if da is None else da.load()
+
+
+def _patients(da: xr.DataArray | None, lo: int, step: int) -> xr.DataArray | None:
+    if da is None or PATIENT_DIM not in da.dims:
+        return da
+    return da.isel({PATIENT_DIM: slice(lo, lo + step)})
+
+
+def _positive(post: xr.DataArray, prior: xr.DataArray | None) -> bool:
+    return prior is not None and bool((post > 0).all()) and bool((prior > 0).all())
+
+
+def _frame(
+    name: str,
+    da: xr.DataArray,
+    with_prior: bool,
+    prior: xr.DataArray | None,
+    scale: str | None = None,
+) -> pd.DataFrame:
+    """Summary rows of one posterior variable; the prior columns when ``with_prior`` (NaN
+    where ``prior`` is None). ``scale`` forces the contraction's scale."""
+    _check_sample_dims(da, "posterior")
+    da = da.transpose(*SAMPLE_DIMS, ...)
+    rest = da.dims[2:]
+    n_chain, n_draw = da.shape[:2]
+    x = np.moveaxis(np.asarray(da.values, dtype=float), (0, 1), (-2, -1))
+    x = x.reshape(-1, n_chain, n_draw)
+    frame = pd.DataFrame({"parameter": _labels(name, da, rest)})
+    for column, values in _blockwise(x).items():
+        frame[column] = values
+    if with_prior:
+        prior_sd, contraction = _prior_columns(da, prior, scale)
+        frame["prior_sd"] = prior_sd
+        frame["contraction"] = contraction
+    return frame
+
+
+def _table(frames: list[pd.DataFrame], with_prior: bool) -> pd.DataFrame:
+    columns = list(SUMMARY_COLUMNS) + (["prior_sd", "contraction"] if with_prior else [])
     if not frames:
         return pd.DataFrame(
             {c: pd.Series(dtype=str if c == "parameter" else float) for c in columns}
@@ -126,13 +215,15 @@ def _statistics(x: np.ndarray) -> dict[str, np.ndarray]:
         )
 
 
-def _prior_columns(post: xr.DataArray, prior: xr.DataArray | None) -> tuple[np.ndarray, ...]:
+def _prior_columns(
+    post: xr.DataArray, prior: xr.DataArray | None, scale: str | None = None
+) -> tuple[np.ndarray, ...]:
     rest = post.dims[2:]
     if prior is None:
         nan = np.full(int(np.prod([post.sizes[d] for d in rest])), np.nan)
         return nan, nan
     _check_sample_dims(prior, "prior")
-    post_var, prior_var, _ = contraction_variances(post, prior)
+    post_var, prior_var, _ = contraction_variances(post, prior, scale)
     prior_sd = prior.std(SAMPLE_DIMS, ddof=1)
     out = []
     for da in (prior_sd, 1.0 - post_var / prior_var):
@@ -142,17 +233,20 @@ def _prior_columns(post: xr.DataArray, prior: xr.DataArray | None) -> tuple[np.n
 
 
 def contraction_variances(
-    post: xr.DataArray, prior: xr.DataArray
+    post: xr.DataArray, prior: xr.DataArray, scale: str | None = None
 ) -> tuple[xr.DataArray, xr.DataArray, str]:
     """Posterior and prior variances over (chain, draw), and the scale they are taken on.
 
     The scale is "log" when every posterior and prior draw is positive (rates and half-lives
     spanning decades are compared on the log scale, where their priors are roughly normal),
-    else "natural".
+    else "natural"; ``scale`` forces one (the caller has checked positivity for "log").
     """
-    positive = bool((post > 0).all()) and bool((prior > 0).all())
-    scale = "log" if positive else "natural"
-    if positive:
+    if scale is None:
+        positive = bool((post > 0).all()) and bool((prior > 0).all())
+        scale = "log" if positive else "natural"
+    elif scale not in ("log", "natural"):
+        raise ValueError(f"scale must be 'log' or 'natural', got {scale!r}")
+    if scale == "log":
         post, prior = xr.apply_ufunc(np.log, post), xr.apply_ufunc(np.log, prior)
     return post.var(SAMPLE_DIMS, ddof=1), prior.var(SAMPLE_DIMS, ddof=1), scale
 
