@@ -116,8 +116,18 @@ def fit(
         str | None,
         typer.Option(help="--marker: upper bound of interval-censored events (column)."),
     ] = None,
+    outcomes: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit the patients' endpoints with the counts through the mechanistic "
+            "endpoint model: os, pfs or os,pfs (columns: docs/prognosis.md)."
+        ),
+    ] = None,
 ) -> None:
     """Fit a model to serial CTC counts; writes manifest, posterior and summary.csv into --out.
+
+    With --outcomes os,pfs the patients' recorded death and progression enter the likelihood
+    too, through the burden the same dynamics give (mechanistic survival).
 
     With --marker, fits the joint model of any longitudinal marker (linear mixed trajectory
     from --fixed and --random formulas) and an event (hazard linked by --assoc) instead.
@@ -161,6 +171,7 @@ def fit(
                 "--population": population is not None,
                 "--method svi": method != Method.nuts,
                 "--resume": resume,
+                "--outcomes": outcomes is not None,
             },
         )
     from .data import InputError
@@ -168,6 +179,12 @@ def fit(
     from .store import NotARunError, ResumeMismatchError, Run
 
     spec = load_spec(model)
+    from .observation import OUTCOMES
+
+    fitted_outcomes = tuple(o.strip() for o in (outcomes or "").split(",") if o.strip())
+    unknown = [o for o in fitted_outcomes if o not in OUTCOMES]
+    if unknown or (outcomes is not None and not fitted_outcomes):
+        raise fail(f"--outcomes takes os, pfs or os,pfs; got {escape(repr(outcomes))}")
     if population is not None and not per_patient:
         raise fail("--population applies to --per-patient fits; add --per-patient")
     fixed = None
@@ -238,6 +255,7 @@ def fit(
                 overwrite=overwrite,
                 format=format.value,  # type: ignore[arg-type]
                 progress=progress,
+                outcomes=fitted_outcomes,
             )
         except InputError as err:
             raise fail(escape(str(err))) from None

@@ -19,7 +19,10 @@ TABLE_ROWS = 6
 
 def predict(
     run_path: Annotated[
-        Path, typer.Argument(metavar="RUN", help="A joint fit (ctcdyn fit --marker ...).")
+        Path,
+        typer.Argument(
+            metavar="RUN", help="A joint fit (--marker ...) or a count fit with --outcomes."
+        ),
     ],
     patient: Annotated[str, typer.Option(help="Patient id (in the fit, or in --patients).")],
     horizon: Annotated[
@@ -61,6 +64,10 @@ def predict(
     Conditional on no event up to the landmark (the latest draw), using the patient's draws up
     to then; --draws adds draws taken since the fit, so the prediction updates without
     refitting. Prints the curve with its credible band; --out writes it for the patient report.
+
+    For a count fit with --outcomes the curve comes from the fitted dynamics (mechanistic
+    survival), from the patient's recorded last contact; --draws, --patients and --landmark
+    do not apply there.
     """
     start()
     import jax
@@ -71,6 +78,25 @@ def predict(
 
     if time_unit not in TIME_UNITS:
         raise fail(f"--time-unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
+    if _fitted_outcomes(run_path):
+        from ._cli_predict_counts import predict_from_counts
+
+        return predict_from_counts(
+            run_path,
+            patient,
+            horizon=horizon,
+            level=level,
+            samples=samples,
+            seed=seed,
+            out=out,
+            plot=plot,
+            ignore_gate=ignore_gate,
+            unsupported={
+                "--draws": draws is not None,
+                "--patients": patients is not None,
+                "--landmark": landmark is not None,
+            },
+        )
 
     try:
         fit = open_joint_run(run_path)
@@ -145,6 +171,15 @@ def predict(
 
         plot_prediction(prediction, endpoint=endpoint, level=level, path=plot)
         console.print(f"  plot   {plot}")
+
+
+def _fitted_outcomes(run_path: Path) -> bool:
+    """Whether ``run_path`` is a count fit that included the endpoints (``--outcomes``)."""
+    try:
+        manifest = json.loads((run_path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False  # not a run: open_joint_run says so
+    return bool((manifest.get("sampler") or {}).get("outcomes"))
 
 
 def _rows(n: int) -> list[int]:

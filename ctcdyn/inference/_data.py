@@ -26,8 +26,9 @@ from jaxtyping import ArrayLike, Bool, Float, Int
 
 from .._units import BLOOD_ML_PER_KG, DEFAULT_BLOOD_VOLUME_ML, HOURS_PER_DAY
 from ..data import InputError, Problem, Tables
-from ..observation import get_assay
+from ..observation import OUTCOMES, EndpointModel, get_assay
 from ..specs import ModelSpec, TreatmentDesign, treatment_design
+from ._outcomes import OutcomeArrays, outcome_arrays
 
 
 class PatientArrays(eqx.Module):
@@ -46,6 +47,8 @@ class PatientArrays(eqx.Module):
         ctc_censor, clusters_censor: censoring flags (0 exact, 1 ">= y", -1 "<= y").
         blood_volume_ml: the patient's blood volume (70 mL/kg of ``weight_kg``, else 5000 mL).
         design: the patient's treatments.
+        outcomes: recorded death and progression (:class:`OutcomeArrays`), when the fit
+            includes them (``ctcdyn fit --outcomes``); None otherwise.
     """
 
     time: Float[ArrayLike, "patients draws"]
@@ -62,6 +65,7 @@ class PatientArrays(eqx.Module):
     clusters_censor: Int[ArrayLike, "patients draws"]
     blood_volume_ml: Float[ArrayLike, " patients"]
     design: TreatmentDesign
+    outcomes: OutcomeArrays | None = None
 
     @property
     def n_patients(self) -> int:
@@ -82,6 +86,7 @@ class FitData:
         n_draws: real (unpadded) draws per patient.
         draw_rows: for each (patient, draw) the row of the input draws table, -1 for padding.
         tables: the validated input tables.
+        outcomes: the clinical endpoints fitted with the counts ("os", "pfs"; none by default).
     """
 
     patient_ids: tuple[str, ...]
@@ -89,6 +94,7 @@ class FitData:
     n_draws: np.ndarray
     draw_rows: np.ndarray
     tables: Tables
+    outcomes: tuple[str, ...] = ()
 
     @property
     def n_patients(self) -> int:
@@ -106,9 +112,17 @@ def _padded(groups: list[np.ndarray], width: int, fill: float, dtype) -> np.ndar
 
 
 def fit_data(
-    spec: ModelSpec, tables: Tables, *, labels: Mapping[str, str] | None = None
+    spec: ModelSpec,
+    tables: Tables,
+    *,
+    labels: Mapping[str, str] | None = None,
+    outcomes: tuple[str, ...] = (),
 ) -> FitData:
     """Arrange validated ``tables`` for fitting ``spec``.
+
+    ``outcomes`` ("os", "pfs") adds the patients' recorded endpoints, fitted jointly with the
+    counts through the spec's :class:`~ctcdyn.observation.EndpointModel` (their columns are
+    listed in :mod:`ctcdyn.inference._outcomes`); the spec must define each of them.
 
     Patients come in the order of the patients table; a patient without draws is refused (there
     is nothing to fit). Raises :class:`~ctcdyn.data.InputError` for draws before the model's
@@ -150,6 +164,10 @@ def fit_data(
                 + ", ".join(missing),
             )
         )
+    endpoints = EndpointModel.from_spec(spec) if outcomes else None
+    for name in outcomes:
+        for rule in endpoints.fittable(name) if name in OUTCOMES else []:  # type: ignore[union-attr]
+            problems.append(Problem(str(spec.path), None, None, rule))
     if problems:
         raise InputError(problems)
 
@@ -204,8 +222,15 @@ def fit_data(
         clusters_censor=clusters_censor,
         blood_volume_ml=blood,
         design=design,
+        # the patients table's order is the arrays' order: its row numbers name the file's rows
+        outcomes=outcome_arrays(tables.patients, outcomes, label["patients"]) if outcomes else None,
     )
     draw_rows = column([g["_row"] for g in per], -1, np.int64)
     return FitData(
-        patient_ids=ids, arrays=arrays, n_draws=n_draws, draw_rows=draw_rows, tables=tables
+        patient_ids=ids,
+        arrays=arrays,
+        n_draws=n_draws,
+        draw_rows=draw_rows,
+        tables=tables,
+        outcomes=tuple(outcomes),
     )

@@ -44,6 +44,7 @@ def count_model(spec: ModelSpec, data: FitData, population: Population | None) -
         engine=fit_engine(spec, data.arrays.design),
         population=population,
         censored=censored,
+        outcomes=data.outcomes,
     )
 
 

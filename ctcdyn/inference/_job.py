@@ -43,7 +43,7 @@ from ._svi import SVISettings
 Progress = Callable[[str, int, int], None]
 
 #: Draw-axis fields of :class:`PatientArrays` keep (patients, draws); the others (patients, ...).
-_PER_PATIENT_ONLY = ("blood_volume_ml", "design")
+_PER_PATIENT_ONLY = ("blood_volume_ml", "design", "outcomes")
 
 
 def subset(data: FitData, index: np.ndarray, width: int | None = None) -> FitData:
@@ -70,6 +70,7 @@ def subset(data: FitData, index: np.ndarray, width: int | None = None) -> FitDat
         n_draws=data.n_draws[index],
         draw_rows=draw_rows,
         tables=_NO_TABLES,
+        outcomes=data.outcomes,
     )
 
 
@@ -140,6 +141,7 @@ def fit_run(
     overwrite: bool = False,
     format: Literal["netcdf", "zarr"] = "netcdf",
     progress: Progress | None = None,
+    outcomes: tuple[str, ...] = (),
 ) -> Run:
     """Fit ``spec`` to the tables in ``files`` and store everything in the run folder ``out``.
 
@@ -164,6 +166,8 @@ def fit_run(
         format: "netcdf" (``posterior.nc``) or "zarr" (``posterior.zarr``, for large batches).
         progress: called as ``progress(phase, done, total)``; phase "chunks" after each chunk
             written, "nuts"/"svi" for sampler iterations (local executor only).
+        outcomes: clinical endpoints of the patients table fitted with the counts ("os",
+            "pfs"; :func:`~ctcdyn.inference.fit_data`). Recorded in the manifest (``sampler``).
 
     Returns:
         The finished :class:`~ctcdyn.store.Run`; its manifest's ``status`` is "passed",
@@ -177,10 +181,14 @@ def fit_run(
     executor = LocalExecutor() if executor is None else executor
     paths = {role: Path(p) for role, p in files.items()}
     tables = read_tables(paths["draws"], paths["patients"], paths.get("treatments"))
-    data = fit_data(spec, tables, labels={role: str(p) for role, p in paths.items()})
+    data = fit_data(
+        spec, tables, labels={role: str(p) for role, p in paths.items()}, outcomes=outcomes
+    )
     per_patient = population is not None
     sampler: dict = {"method": method}
     sampler.update(dataclasses.asdict(nuts if method == "nuts" else svi))
+    if outcomes:  # part of the likelihood: a resumed run must fit the same ones
+        sampler["outcomes"] = list(outcomes)
     if per_patient:
         sampler["chunk_size"] = chunk_size
         sampler["buckets"] = "pow2" if buckets else "none"

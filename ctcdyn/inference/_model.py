@@ -41,6 +41,7 @@ from jaxtyping import Array, PRNGKeyArray
 from ..dynamics import Analytic, FastClearance, Trajectory, solve
 from ..observation import (
     DrawCounts,
+    EndpointModel,
     Family,
     count_log_prob,
     expected_counts,
@@ -50,6 +51,7 @@ from ..observation import (
 from ..simulate._parameters import from_unconstrained, to_unconstrained
 from ..specs import ModelSpec, TreatmentDesign, build_model, internal_values
 from ._data import PatientArrays
+from ._outcomes import outcome_log_likelihood
 
 #: sd of log(between-patient SD) around the spec's ``between_patients`` (weakly informative:
 #: a factor e^(2 x 0.5) = 2.7 either way holds 95% of the prior).
@@ -113,13 +115,15 @@ def fit_engine(spec: ModelSpec, design: TreatmentDesign) -> FastClearance:
     than through an adaptive solve, DESIGN.md section 10) when both growth laws are exponential
     and no treatment is given in boluses; otherwise :class:`~ctcdyn.FastClearance` with
     tolerances for inference (rtol 1e-5 is far below the relative noise of any count: a
-    Poisson count of 10^4 has 1%).
+    Poisson count of 10^4 has 1%), saving inside the solver's loop.
     """
     exponential = spec.primary_growth == "exponential" and spec.metastatic_growth == "exponential"
     max_doses = design.max_doses()
     if exponential and max_doses == 1 and not (np.asarray(design.dose_interval) > 0).any():
         return Analytic(lesions=False)  # the counts never read the lesion count
-    return FastClearance(rtol=1e-5, atol=1e-6, max_steps=4096, max_doses=max_doses)
+    # dense_steps=0: a likelihood reads a few draw times, where saving inside the solver's loop
+    # is cheap; the dense path pays off on long daily grids and would only add a compiled branch
+    return FastClearance(rtol=1e-5, atol=1e-6, max_steps=4096, max_doses=max_doses, dense_steps=0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -132,17 +136,33 @@ class CountModel:
         population: None for the hierarchical cohort model; a :class:`Population` for
             independent per-patient fits.
         censored: whether any count is censored (False skips the costly tail probabilities).
+        outcomes: clinical endpoints fitted with the counts ("os", "pfs"), through the spec's
+            :class:`~ctcdyn.observation.EndpointModel`; the data must carry them
+            (``PatientArrays.outcomes``).
     """
 
     spec: ModelSpec
     engine: FastClearance
     population: Population | None = None
     censored: bool = True
+    outcomes: tuple[str, ...] = ()
 
     def _key(self) -> tuple:
         # The class is part of the key: a subclass (a variant of the likelihood) must not share
         # the compiled samplers of its base model.
-        return (type(self), repr(self.spec), self.engine, repr(self.population), self.censored)
+        return (
+            type(self),
+            repr(self.spec),
+            self.engine,
+            repr(self.population),
+            self.censored,
+            self.outcomes,
+        )
+
+    @property
+    def endpoints(self) -> EndpointModel:
+        """The spec's endpoint model (thresholds and other-cause rates)."""
+        return EndpointModel.from_spec(self.spec)
 
     def __eq__(self, other: object) -> bool:
         # Equal models share compiled samplers and likelihoods (jit caches key on this).
@@ -183,14 +203,35 @@ class CountModel:
 
     # -- dynamics and observation -----------------------------------------------------------
 
-    def trajectory(self, data: PatientArrays, values: Mapping[str, Array]) -> Trajectory:
-        """The dynamics of every patient at its draw times (leading axis: patients), solved by
-        the likelihood's engine (lesion counts are NaN under ``Analytic(lesions=False)``)."""
+    def trajectory(
+        self, data: PatientArrays, values: Mapping[str, Array], times: Array | None = None
+    ) -> Trajectory:
+        """The dynamics of every patient at its draw times, or at ``times`` (patients, T), sorted
+        per patient (leading axis: patients), solved by the likelihood's engine (lesion counts
+        are NaN under ``Analytic(lesions=False)``)."""
         n = jnp.shape(data.time)[0]
         treatments = data.design.treatments(self.spec, values)
         model = build_model(self.spec, values, treatments)
         model = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model)
-        return jax.vmap(lambda m, ts: solve(m, ts, self.engine))(model, data.time)
+        ts = data.time if times is None else times
+        return jax.vmap(lambda m, t: solve(m, t, self.engine))(model, ts)
+
+    def outcome_log_likelihood(
+        self, data: PatientArrays, values: Mapping[str, Array]
+    ) -> dict[str, Array]:
+        """Log-likelihood of each patient's recorded endpoints, {outcome: (patients,)}.
+
+        Empty when the model fits no outcomes; a failed solve gives -inf for its patient.
+        """
+        if not self.outcomes:
+            return {}
+        recorded = data.outcomes
+        assert recorded is not None, "the data carry no outcomes (fit_data(..., outcomes=))"
+        traj = self.trajectory(data, values, jnp.asarray(recorded.times))
+        burden = traj.primary + traj.metastatic
+        log_burden = jnp.log(jnp.maximum(burden, 1.0))  # below one cell: no disease left
+        ll = outcome_log_likelihood(self.endpoints, self.outcomes, recorded, log_burden)
+        return {name: jnp.where(traj.ok, value, -jnp.inf) for name, value in ll.items()}
 
     def expected(
         self, data: PatientArrays, values: Mapping[str, Array]
@@ -317,4 +358,5 @@ def _total_log_likelihood(model: CountModel, data: PatientArrays, values) -> Arr
     # Compiled once per model and shape, so NumPyro's eager traces (initialisation,
     # prior predictive) do not dispatch the dynamics op by op.
     singles, clusters = model.log_likelihood(data, values)
-    return jnp.sum(singles) + jnp.sum(clusters)
+    outcomes = model.outcome_log_likelihood(data, values)
+    return jnp.sum(singles) + jnp.sum(clusters) + sum(jnp.sum(v) for v in outcomes.values())

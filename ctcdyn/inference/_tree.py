@@ -1,7 +1,8 @@
 """Posterior draws -> an ArviZ DataTree with named dims (chain, draw, patient, blood_draw).
 
 Groups: ``posterior`` (reported parameters, not the raw non-centred z), ``sample_stats``,
-``log_likelihood`` and ``posterior_predictive`` (ctc and clusters per draw), ``observed_data``
+``log_likelihood`` (ctc and clusters per draw; ``os``, ``pfs`` per patient when the endpoints
+were fitted) and ``posterior_predictive`` (ctc and clusters per draw), ``observed_data``
 (counts and draw times; NaN where a count is missing), and ``prior`` (the same parameters drawn
 from the prior, for prior-to-posterior contraction). Padded blood draws are NaN everywhere.
 """
@@ -77,12 +78,13 @@ def pointwise(
         return jnp.concatenate([x, jnp.repeat(x[-1:], padded - size, axis=0)])
 
     out = _pointwise_draws(model, arrays, {k: pad(v) for k, v in values.items()}, pad(keys))
-    ll_s, ll_c, y_s, y_c = (np.asarray(x[:size]) for x in out)
+    ll_s, ll_c, y_s, y_c = (np.asarray(x[:size]) for x in out[:4])
     return {
         "ll_ctc": ll_s,
         "ll_clusters": ll_c,
         "pp_ctc": y_s.astype(float),
         "pp_clusters": y_c.astype(float),
+        **{f"ll_{name}": np.asarray(x[:size]) for name, x in out[4].items()},
     }
 
 
@@ -92,7 +94,7 @@ def _pointwise_draws(model: CountModel, arrays: PatientArrays, values, keys):
     def one(args):
         v, k = args
         ll_s, ll_c, rep = model.pointwise(k, arrays, v)
-        return ll_s, ll_c, rep.singles, rep.clusters
+        return ll_s, ll_c, rep.singles, rep.clusters, model.outcome_log_likelihood(arrays, v)
 
     return jax.lax.map(one, (values, keys), batch_size=DRAW_BATCH)
 
@@ -157,7 +159,16 @@ def build_tree(
         "posterior": _dataset({k: posterior[k] for k in names}, ids, m),
         "sample_stats": _dataset(stats, ids, m),
         "log_likelihood": _dataset(
-            {"ctc": per_draw(point["ll_ctc"]), "clusters": per_draw(point["ll_clusters"])}, ids, m
+            {
+                "ctc": per_draw(point["ll_ctc"]),
+                "clusters": per_draw(point["ll_clusters"]),
+                **{  # fitted endpoints (--outcomes): one term per patient
+                    name: point[f"ll_{name}"].reshape((chains, draws, -1))
+                    for name in model.outcomes
+                },
+            },
+            ids,
+            m,
         ),
         "posterior_predictive": _dataset(
             {"ctc": per_draw(point["pp_ctc"]), "clusters": per_draw(point["pp_clusters"])}, ids, m

@@ -10,18 +10,30 @@ from ._counts import (
     count_log_prob,
     sample_counts,
 )
+from ._endpoints import (
+    OUTCOMES,
+    EndpointModel,
+    PatientThresholds,
+    burden_records,
+    log_interval,
+)
 
 __all__ = [
     "MIN_MEAN",
+    "OUTCOMES",
     "Assay",
     "Censor",
     "DrawCounts",
+    "EndpointModel",
     "Family",
+    "PatientThresholds",
     "assay_names",
+    "burden_records",
     "count_distribution",
     "count_log_prob",
     "expected_counts",
     "get_assay",
+    "log_interval",
     "register_assay",
     "sample_counts",
     "simulate_draw",

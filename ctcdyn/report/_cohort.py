@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -22,11 +23,18 @@ from . import _figures
 from ._cellsearch import THRESHOLD
 from ._fitted import FittedRun
 from ._patient import LEVEL, RESEARCH_NOTICE, _fmt, _provenance, _warning
+from ._survival import survival_draws
 
 #: Nominal levels of the calibration curve.
 NOMINAL = np.round(np.arange(0.1, 1.0, 0.1), 2)
 #: Patients listed in the worst-diagnostics table.
 WORST = 10
+
+
+#: Horizon (days after each patient's latest draw) of the risk the cohort report shows.
+RISK_DAYS = 182.0
+#: Patients whose risk the cohort report computes at most (one small prediction each).
+RISK_PATIENTS = 500
 
 
 def coverage(samples: np.ndarray, observed: np.ndarray, levels: np.ndarray = NOMINAL) -> np.ndarray:
@@ -149,6 +157,10 @@ def cohort_report(fitted: FittedRun) -> CohortReport:
                     ),
                 }
             )
+        risk = _death_risk(fitted)
+        if risk is not None:
+            distributions.append(risk[0])
+            overview.update(risk[1])
         pp = tree["posterior_predictive"].to_dataset()
         curves = {}
         for count in ("ctc", "clusters"):
@@ -189,6 +201,49 @@ def cohort_report(fitted: FittedRun) -> CohortReport:
         ],
         level=LEVEL,
     )
+
+
+def _death_risk(fitted: FittedRun) -> tuple[dict[str, str], dict[str, str]] | None:
+    """Each patient's fitted risk of death within RISK_DAYS of their latest draw (a histogram),
+    and the expected against the observed number of such deaths; None without fitted OS.
+
+    In-sample: each patient's posterior knows their recorded outcome, so the comparison is a
+    posterior predictive check of the endpoint model, not a validation of predictions (for that:
+    docs/prognosis.md, "Mechanistic survival", calibration after a data cut).
+    """
+    if "os" not in fitted.model.outcomes:
+        return None
+    patients = fitted.data.tables.patients.set_index("patient_id")
+    times = np.asarray(fitted.data.arrays.time)
+    ids = list(fitted.data.patient_ids)[:RISK_PATIENTS]
+    risks, observed, at_risk, expected = [], 0, 0, 0.0
+    for i, pid in enumerate(ids):
+        last = float(times[i, fitted.data.n_draws[i] - 1])
+        row = patients.loc[pid]
+        if float(row["os_time"]) < last:
+            continue
+        alive = survival_draws(
+            fitted, pid, jax.random.key(i), endpoint="os", times=np.array([last + RISK_DAYS]),
+            alive_to=last, n_samples=100,
+        )  # fmt: skip
+        risks.append(1.0 - float(alive.mean()))
+        followed = float(row["os_time"]) >= last + RISK_DAYS or int(row["os_event"]) == 1
+        at_risk += followed
+        expected += followed * risks[-1]
+        observed += followed and int(row["os_event"]) == 1 and row["os_time"] <= last + RISK_DAYS
+    months = round(RISK_DAYS / 30.4)
+    figure = _figures.histogram_figure(
+        100 * np.asarray(risks),
+        xlabel=f"fitted P(death within {months} months of the latest draw) (%)",
+    )
+    shown = "" if len(ids) == fitted.data.n_patients else f" (first {len(ids)} patients)"
+    summary = {
+        f"deaths within {months} months of the latest draw{shown}": (
+            f"{observed} observed of {at_risk} followed that long; "
+            f"{expected:.1f} expected by the fit (in-sample)"
+        )
+    }
+    return {"name": "risk", "figure": figure}, summary
 
 
 def _unit(spec, label: str) -> str:

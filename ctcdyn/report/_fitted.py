@@ -119,12 +119,17 @@ def open_fitted(path: Path | str) -> FittedRun:
         paths = run.input_files()
     except InputFilesError as err:
         raise ReportError(str(err)) from None
+    sampler = manifest.get("sampler") or {}
     try:
         tables = read_tables(paths["draws"], paths["patients"], paths.get("treatments"))
-        data = fit_data(spec, tables, labels={k: str(v) for k, v in paths.items()})
+        data = fit_data(
+            spec,
+            tables,
+            labels={k: str(v) for k, v in paths.items()},
+            outcomes=tuple(sampler.get("outcomes", ())),
+        )
     except InputError as err:
         raise ReportError(str(err)) from None
-    sampler = manifest.get("sampler") or {}
     population = None
     if manifest.get("mode") == "per_patient":
         population = Population(**sampler["population"])

@@ -27,6 +27,7 @@ from ._cellsearch import THRESHOLD, CellSearchClass, classify
 from ._fitted import FittedRun
 from ._forecast import band, forecast_times, predict
 from ._inputs import MonitoringSuggestion, SurvivalSummary
+from ._survival import NoSurvival, mechanistic_survival
 
 #: Credible level of every band and interval in a report.
 LEVEL = 0.9
@@ -87,6 +88,7 @@ class PatientReport:
     estimates: dict[str, str]
     survival: SurvivalSummary | None
     survival_figure: str | None
+    survival_note: str
     baseline_cellsearch: str
     latest_cellsearch: str
     post_surgery: bool
@@ -176,6 +178,8 @@ def patient_report(
         patient_id: a patient of the run (:class:`~ctcdyn.report.UnknownPatientError` if not).
         key: PRNG key of the forecast's replicated counts.
         survival: the patient's event-free probabilities, if a survival model was fitted;
+            when None and the fit included the endpoints (``--outcomes``), they are computed
+            from the fitted dynamics (:func:`~ctcdyn.report._survival.mechanistic_survival`);
             otherwise the report says "not computed for this run".
         monitoring: an MRD monitoring suggestion, if computed (post-surgery patients).
         horizon_days: how far past the latest draw the forecast goes (days).
@@ -225,6 +229,7 @@ def patient_report(
     estimates: dict[str, str] = {}
     burden_uri = None
     survival_uri = None
+    survival_note = ""
     if ok:
         grid = forecast_times(float(times[0]), last, clock_hour, horizon_days)
         pred = predict(fitted, patient_id, key, times=grid, volume_ml=volume, assay=assay,
@@ -249,6 +254,15 @@ def patient_report(
             last_draw=last,
         )
         estimates = _estimates(pred, grid, last, float(times[0]))
+        if survival is None:
+            computed = mechanistic_survival(
+                fitted, patient_id, key, horizon_days=horizon_days, level=LEVEL,
+                n_samples=n_samples,
+            )  # fmt: skip
+            if isinstance(computed, NoSurvival):
+                survival_note = computed.reason
+            else:
+                survival = computed
         if survival is not None:
             survival_uri = _figures.survival_figure(
                 months=np.asarray(survival.times_days) / _figures.DAYS_PER_MONTH,
@@ -280,6 +294,7 @@ def patient_report(
         estimates=estimates,
         survival=survival if ok else None,
         survival_figure=survival_uri,
+        survival_note=survival_note,
         baseline_cellsearch=classes[0].value,
         latest_cellsearch=classes[-1].value,
         post_surgery=bool(np.isfinite(surgery) and surgery <= last),

@@ -185,7 +185,13 @@ def simulate_cohort(
     patients = pd.DataFrame({"patient_id": ids, "weight_kg": weight})
     scans = _imaging_schedule(plan, n_patients, jax.random.fold_in(k_sched, 1))
     events = endpoint_table(
-        spec, plan, grid, at(state.primary, daily), at(state.metastatic, daily), scans
+        spec,
+        plan,
+        grid,
+        at(state.primary, daily),
+        at(state.metastatic, daily),
+        scans,
+        key=jax.random.fold_in(k_cov, 1),  # a stream of its own: parameters and draws unchanged
     )
     patients = pd.concat([patients, events], axis=1)
 

@@ -1,12 +1,17 @@
 """Clinical endpoints read off a simulated burden trajectory (daily resolution).
 
-- Progression (scenarios with ``progression_factor``): the burden P + M reaches
-  ``progression_factor`` times its nadir so far, the volume analogue of RECIST 1.1's +20% in
-  the sum of diameters (1.2^3 = 1.728). Without ``imaging_days`` the burden is assessed every
-  day; with them (``scan_days``), only at the scans, against the smallest burden seen at
-  baseline (day 0) or an earlier scan, as RECIST compares with the smallest sum on study: a
-  progression between scans is found at the next one.
-- Death: the burden reaches ``lethal_burden`` (when the spec declares it).
+Each patient's thresholds and other-cause events come from the spec's
+:class:`~ctcdyn.observation.EndpointModel` (the model that fitting with ``--outcomes`` uses):
+
+- Progression (scenarios with ``progression_factor``): the burden P + M reaches the patient's
+  threshold f_i times its nadir so far (median f: the volume analogue of RECIST 1.1's +20% in
+  the sum of diameters, 1.2^3 = 1.728), or progression by another route (a new lesion) happens.
+  Without ``imaging_days`` the burden is assessed every day; with them (``scan_days``), only at
+  the scans, against the smallest burden seen at baseline (day 0) or an earlier scan, as RECIST
+  compares with the smallest sum on study: a progression between scans is found at the next
+  one. ``pfs_last_scan`` is the day of the last assessment without progression.
+- Death: the burden reaches the patient's lethal burden L_i (when the spec declares
+  ``lethal_burden``), or death from another cause.
 - Relapse (scenarios with ``detect_relapse``): the metastatic burden reaches
   ``detection_burden``, the size at which imaging sees it.
 
@@ -18,7 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from jaxtyping import PRNGKeyArray
 
+from ..observation import EndpointModel, PatientThresholds
 from ..specs import ModelSpec, Scenario
 
 
@@ -35,18 +42,35 @@ def _fixed(spec: ModelSpec, name: str) -> float | None:
 
 
 def _scanned(
-    burden: np.ndarray, grid: np.ndarray, scan_days: np.ndarray, factor: float
+    burden: np.ndarray,
+    grid: np.ndarray,
+    scan_days: np.ndarray,
+    factor: np.ndarray,
+    other: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """First scan at which the burden is ``factor`` x the smallest at baseline or a prior scan."""
+    """First scan at which the burden is ``factor`` x the smallest at baseline or a prior scan,
+    or the first scan on or after an other-route progression at ``other`` (days)."""
     inside = scan_days <= grid[-1]
     index = np.clip(np.searchsorted(grid, scan_days), 0, grid.size - 1)
     seen = np.where(inside, np.take_along_axis(burden, index, axis=1), np.inf)
     before = np.concatenate([burden[:, :1], seen[:, :-1]], axis=1)
     nadir = np.minimum.accumulate(before, axis=1)
-    progressed = inside & (seen >= factor * nadir)
+    progressed = inside & ((seen >= factor[:, None] * nadir) | (scan_days >= other[:, None]))
     hit = progressed.any(axis=1)
     first = np.take_along_axis(scan_days, np.argmax(progressed, axis=1)[:, None], axis=1)[:, 0]
     return np.where(hit, first, grid[-1]), hit.astype(int)
+
+
+def _last_scan(
+    scan_days: np.ndarray | None, pfs_time: np.ndarray, progressed: np.ndarray
+) -> np.ndarray:
+    """Day of the last assessment without progression: before ``pfs_time`` where progression
+    was found there, else on or before it (0, the baseline, when there is none)."""
+    if scan_days is None:  # assessed every day
+        return np.where(progressed, pfs_time - 1.0, pfs_time)
+    limit = pfs_time[:, None]
+    earlier = np.where(progressed[:, None], scan_days < limit, scan_days <= limit)
+    return np.max(np.where(earlier, scan_days, 0.0), axis=1, initial=0.0)
 
 
 def endpoint_table(
@@ -56,6 +80,7 @@ def endpoint_table(
     primary: np.ndarray,
     metastatic: np.ndarray,
     scan_days: np.ndarray | None = None,
+    key: PRNGKeyArray | None = None,
 ) -> pd.DataFrame:
     """Event times and indicators, one row per patient (columns depend on the scenario).
 
@@ -65,24 +90,48 @@ def endpoint_table(
         primary, metastatic: burden on the grid, shape (patients, days).
         scan_days: days of each patient's scans, shape (patients, scans), sorted; progression is
             assessed only there (None: every day).
+        key: draws each patient's thresholds and other-cause events from the spec's
+            :class:`~ctcdyn.observation.EndpointModel`; None: every patient at the median
+            thresholds, with no other-cause event.
     """
     burden = primary + metastatic
+    n = burden.shape[0]
+    endpoints = EndpointModel.from_spec(spec, plan.name)
+    if key is None:
+        inf = np.full(n, np.inf)
+        thresholds = PatientThresholds(
+            log_lethal=np.log(endpoints.lethal_burden or np.inf) + np.zeros(n),
+            log_factor=np.log(endpoints.progression_factor or np.inf) + np.zeros(n),
+            other_death=inf,
+            other_progression=inf,
+        )
+    else:
+        thresholds = endpoints.draw_patients(key, n)
+    lethal = np.exp(np.asarray(thresholds.log_lethal))
+    factor = np.exp(np.asarray(thresholds.log_factor))
+    other_death = np.ceil(np.asarray(thresholds.other_death))
+    other_progression = np.asarray(thresholds.other_progression)
     out = {}
-    lethal = _fixed(spec, "lethal_burden")
-    if lethal is not None:
-        out["os_time"], out["os_event"] = _first(burden >= lethal, grid)
+    if endpoints.lethal_burden is not None:
+        died = (burden >= lethal[:, None]) | (grid[None, :] >= other_death[:, None])
+        out["os_time"], out["os_event"] = _first(died, grid)
     if plan.progression_factor is not None:
         if scan_days is None:
             nadir = np.minimum.accumulate(burden, axis=1)
-            progressed = (burden >= plan.progression_factor * nadir) & (grid[None, :] > 0)
-            pfs_time, pfs_event = _first(progressed, grid)
+            progressed = (burden >= factor[:, None] * nadir) | (
+                grid[None, :] >= np.ceil(other_progression)[:, None]
+            )
+            pfs_time, pfs_event = _first(progressed & (grid[None, :] > 0), grid)
         else:
-            pfs_time, pfs_event = _scanned(burden, grid, scan_days, plan.progression_factor)
-        if lethal is not None:
-            died_first = out["os_event"].astype(bool) & (out["os_time"] < pfs_time)
+            pfs_time, pfs_event = _scanned(burden, grid, scan_days, factor, other_progression)
+        progression = pfs_event.astype(bool)
+        if endpoints.lethal_burden is not None:
+            died_first = out["os_event"].astype(bool) & (out["os_time"] <= pfs_time)
             pfs_time = np.where(died_first, out["os_time"], pfs_time)
             pfs_event = np.where(died_first, 1, pfs_event)
+            progression &= ~died_first
         out["pfs_time"], out["pfs_event"] = pfs_time, pfs_event
+        out["pfs_last_scan"] = _last_scan(scan_days, pfs_time, progression)
     if plan.detect_relapse:
         detect = _fixed(spec, "detection_burden")
         assert detect is not None  # checked when the spec was read

@@ -86,4 +86,14 @@ CATALOGUE: dict[str, ParameterInfo] = {
     # clinical endpoints
     "detection_burden": _P("cells", Domain.POSITIVE, "burden visible on imaging"),
     "lethal_burden": _P("cells", Domain.POSITIVE, "burden at which the patient dies"),
+    "lethal_burden_spread": _P(
+        "dimensionless", Domain.POSITIVE, "between-patient SD of the log lethal burden"
+    ),
+    "other_death_rate": _P("rate", Domain.POSITIVE, "death from causes the burden does not track"),
+    "progression_spread": _P(
+        "dimensionless", Domain.POSITIVE, "between-patient SD of the log progression threshold"
+    ),
+    "other_progression_rate": _P(
+        "rate", Domain.POSITIVE, "progression the total burden does not track (new lesions)"
+    ),
 }
