@@ -17,9 +17,11 @@ from ._cli_common import console
 #: Cohort fit: 4 chains of 500 + 500 iterations; 300 + 300 left R-hat and ESS borderline for
 #: kill_rate on the bundled seed (docs/inference.md, "Divergences in small mbc cohorts").
 DEMO_FIT = {"chains": 4, "warmup": 500, "samples": 500, "target_accept": 0.9}
-#: Both fits include the patients' recorded death and progression (the mechanistic endpoint
-#: model, docs/prognosis.md), so the patient's report has a survival curve.
-OUTCOMES = "os,pfs"
+#: Both fits include the patients' recorded deaths (the mechanistic endpoint model,
+#: docs/prognosis.md), so the patient's report has a survival curve. Not progression: a
+#: patient progression-free to the end of follow-up (P0005) gives the posterior of growth and
+#: kill a sharp edge that NUTS crosses with hundreds of divergences (measured 2026-11-30).
+OUTCOMES = "os"
 #: Per-patient fits (the population fixed at the spec's literature priors, as for a new patient
 #: in clinic): no hierarchical funnel; 500 + 1000 iterations at target acceptance 0.95 pass the
 #: gate for every patient of the bundled cohort (at 0.9: 9 divergent transitions in 3 patients
