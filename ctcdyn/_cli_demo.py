@@ -17,11 +17,6 @@ from ._cli_common import console
 #: Cohort fit: 4 chains of 500 + 500 iterations; 300 + 300 left R-hat and ESS borderline for
 #: kill_rate on the bundled seed (docs/inference.md, "Divergences in small mbc cohorts").
 DEMO_FIT = {"chains": 4, "warmup": 500, "samples": 500, "target_accept": 0.9}
-#: Both fits include the patients' recorded deaths (the mechanistic endpoint model,
-#: docs/prognosis.md), so the patient's report has a survival curve. Not progression: a
-#: patient progression-free to the end of follow-up (P0005) gives the posterior of growth and
-#: kill a sharp edge that NUTS crosses with hundreds of divergences (measured 2026-11-30).
-OUTCOMES = "os"
 #: Per-patient fits (the population fixed at the spec's literature priors, as for a new patient
 #: in clinic): no hierarchical funnel; 500 + 1000 iterations at target acceptance 0.95 pass the
 #: gate for every patient of the bundled cohort (at 0.9: 9 divergent transitions in 3 patients
@@ -70,8 +65,8 @@ def demo(
     _step(
         "2. Fit the hierarchical cohort model (NUTS)",
         f"ctcdyn fit --model mbc --draws {cohort}/draws.csv --patients {cohort}/patients.csv "
-        f"--treatments {cohort}/treatments.csv --outcomes {OUTCOMES} --out {run} "
-        f"{_options(DEMO_FIT)} --seed {seed} --overwrite",
+        f"--treatments {cohort}/treatments.csv --out {run} {_options(DEMO_FIT)} "
+        f"--seed {seed} --overwrite",
     )
     fit(
         draws=cohort / "draws.csv",
@@ -81,7 +76,6 @@ def demo(
         model="mbc",
         seed=seed,
         overwrite=True,
-        outcomes=OUTCOMES,
         **DEMO_FIT,  # type: ignore[arg-type]
     )
 
@@ -101,8 +95,7 @@ def demo(
         "4. Fit each patient alone, the population fixed at the spec's priors",
         f"ctcdyn fit --model mbc --per-patient --draws {cohort}/draws.csv "
         f"--patients {cohort}/patients.csv --treatments {cohort}/treatments.csv "
-        f"--outcomes {OUTCOMES} --out {per_patient} {_options(PATIENT_FIT)} --seed {seed} "
-        "--overwrite",
+        f"--out {per_patient} {_options(PATIENT_FIT)} --seed {seed} --overwrite",
     )
     fit(
         draws=cohort / "draws.csv",
@@ -113,14 +106,10 @@ def demo(
         per_patient=True,
         seed=seed,
         overwrite=True,
-        outcomes=OUTCOMES,
         **PATIENT_FIT,  # type: ignore[arg-type]
     )
 
-    # a patient alive at last contact: the report then looks ahead (no curve after death)
-    table = pd.read_csv(cohort / "patients.csv")
-    alive = table.loc[table["os_event"] == 0, "patient_id"]
-    first = str((alive if len(alive) else table["patient_id"]).iloc[0])
+    first = str(pd.read_csv(cohort / "patients.csv")["patient_id"].iloc[0])
     _step("5. Cohort report (hierarchical fit)", f"ctcdyn report {run} --cohort --out {reports}")
     report(run_path=run, out=reports, cohort=True)
     _step(
