@@ -3,8 +3,8 @@ fitted model, calibration coverage, and the ``ctcdyn report`` command.
 
 One small simulated cohort (2 patients of the bundled ``mbc`` model) is fitted per patient with
 the population fixed, long enough to pass the diagnostics gate (4 chains x 500 + 600
-iterations; 400 + 400 left R-hat 1.015 for one patient after the endpoint model changed which
-draws a simulated patient lives to have; about a minute on 2 cores, mostly compilation); the
+iterations; 400 + 400 left R-hat 1.015 for one patient during the 2026-11-30 changes to the
+simulator and engines: borderline; about a minute on 2 cores, mostly compilation); the
 failed-fit report uses the same fit cut short.
 """
 
