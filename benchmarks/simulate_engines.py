@@ -28,7 +28,7 @@ from ctcdyn.dynamics import ODE, FastClearance, example_model, solve
 
 def engines() -> dict:
     found = {
-        "FastClearance": FastClearance,
+        "FastClearance": lambda: FastClearance(dense_steps=128, clock_basis=True),
         "FastClearanceBefore": lambda: FastClearance(dense_steps=0, clock_basis=False),
         "ODE": ODE,
     }
