@@ -2,9 +2,9 @@
 fitted model, calibration coverage, and the ``ctcdyn report`` command.
 
 One small simulated cohort (2 patients of the bundled ``mbc`` model) is fitted per patient with
-the population fixed, long enough to pass the diagnostics gate (4 chains x 500 + 600
-iterations; 400 + 400 left R-hat 1.015 for one patient during the 2026-11-30 changes to the
-simulator and engines: borderline; about a minute on 2 cores, mostly compilation); the
+the population fixed, long enough to pass the diagnostics gate (4 chains x 1000 + 1000
+iterations; 400 + 400 and 500 + 600 left R-hat 1.014-1.015 for P0001 after the 2026-11-30
+changes to the simulated endpoints; about a minute and a half on 2 cores); the
 failed-fit report uses the same fit cut short.
 """
 
@@ -68,7 +68,7 @@ def passed(cohort_dir, tmp_path_factory):
     run = _fit(
         cohort_dir,
         tmp_path_factory.mktemp("fits") / "ok",
-        NUTSSettings(warmup=500, samples=600, target_accept=0.95),
+        NUTSSettings(warmup=1000, samples=1000, target_accept=0.95),
     )
     assert run.status == "passed", run.manifest["diagnostics"]
     return open_fitted(run.path)
