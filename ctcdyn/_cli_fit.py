@@ -120,14 +120,16 @@ def fit(
         str | None,
         typer.Option(
             help="Fit the patients' endpoints with the counts through the mechanistic "
-            "endpoint model: os, pfs or os,pfs (columns: docs/prognosis.md)."
+            "endpoint model: os, pfs or os,pfs (established disease), relapse (after "
+            "surgery); columns: docs/prognosis.md."
         ),
     ] = None,
 ) -> None:
     """Fit a model to serial CTC counts; writes manifest, posterior and summary.csv into --out.
 
     With --outcomes os,pfs the patients' recorded death and progression enter the likelihood
-    too, through the burden the same dynamics give (mechanistic survival).
+    too, through the burden the same dynamics give (mechanistic survival); with --outcomes
+    relapse, relapse after surgery as the first metastasis to reach a detectable size.
 
     With --marker, fits the joint model of any longitudinal marker (linear mixed trajectory
     from --fixed and --random formulas) and an event (hazard linked by --assoc) instead.
@@ -184,7 +186,10 @@ def fit(
     fitted_outcomes = tuple(o.strip() for o in (outcomes or "").split(",") if o.strip())
     unknown = [o for o in fitted_outcomes if o not in OUTCOMES]
     if unknown or (outcomes is not None and not fitted_outcomes):
-        raise fail(f"--outcomes takes os, pfs or os,pfs; got {escape(repr(outcomes))}")
+        raise fail(
+            f"--outcomes takes a comma-separated list of {', '.join(OUTCOMES)}; "
+            f"got {escape(repr(outcomes))}"
+        )
     if population is not None and not per_patient:
         raise fail("--population applies to --per-patient fits; add --per-patient")
     fixed = None

@@ -81,6 +81,27 @@ def test_the_endpoint_model_matters_to_the_check(spec):
     assert abs(observed - expected) > 4 * math.sqrt(expected * (1 - expected) / n) + 1e-3
 
 
+def test_the_threshold_law_matters_to_the_check(spec):
+    """Normal thresholds of the same SD (written out here with scipy, not taken from the package)
+    fail the comparison of the first test: it sees the law's shape, not only its spread."""
+    from scipy.stats import norm
+
+    endpoints = EndpointModel.from_spec(spec)
+    log_b = _log_burden(DAYS, growth=0.03, kill=0.06, log_b0=math.log(2e11))
+    n = 40_000
+    table = _simulate(spec, log_b, n, jax.random.key(3))
+    record = np.maximum.accumulate(np.asarray(log_b))
+    normal = norm.cdf(
+        (math.log(endpoints.lethal_burden) - record) / endpoints.lethal_spread
+    ) * np.exp(-endpoints.other_death_rate * DAYS)
+    z = [
+        (np.mean(table["os_time"] > day) - normal[day])
+        / math.sqrt(max(normal[day] * (1 - normal[day]), 1 / n) / n)
+        for day in range(10, 730, 10)
+    ]
+    assert np.max(np.abs(z)) > 8
+
+
 def _records_table(os_rows, pfs_rows):
     rows = [
         {"os_time": o, "os_event": e, "pfs_time": p, "pfs_event": pe, "pfs_last_scan": s}
@@ -179,7 +200,7 @@ def test_a_fit_with_outcomes_stores_them_and_gives_survival_curves(tmp_path):
     result = runner.invoke(
         app,
         [*base, "--out", str(out), "--outcomes", "os,pfs", "--chains", "1", "--warmup", "40",
-         "--samples", "40", "--seed", "3"],
+         "--samples", "40", "--max-tree-depth", "5", "--seed", "3"],
     )  # fmt: skip
     assert result.exit_code in (0, 1), result.output  # 1: the toy settings fail the gate
     fitted = open_fitted(out)

@@ -110,7 +110,7 @@ def test_counts_agree_with_the_model_rebuilt_from_truth(mbc, cohort):
     assert abs(z) < 4.0, f"observed {observed}, expected {mean:.1f} (z = {z:.2f})"
 
 
-def test_adjuvant_relapse_is_metastatic_burden_reaching_detection():
+def test_adjuvant_cohort_has_relapse_surgery_and_a_bounded_schedule():
     spec = load_spec("adjuvant")
     cohort = simulate_cohort(spec, 12, jax.random.key(3))
     p = cohort.patients

@@ -120,9 +120,10 @@ def fit_data(
 ) -> FitData:
     """Arrange validated ``tables`` for fitting ``spec``.
 
-    ``outcomes`` ("os", "pfs") adds the patients' recorded endpoints, fitted jointly with the
-    counts through the spec's :class:`~ctcdyn.observation.EndpointModel` (their columns are
-    listed in :mod:`ctcdyn.inference._outcomes`); the spec must define each of them.
+    ``outcomes`` ("os", "pfs", "relapse") adds the patients' recorded endpoints, fitted
+    jointly with the counts through the spec's :class:`~ctcdyn.observation.EndpointModel`
+    (their columns are listed in :mod:`ctcdyn.inference._outcomes`); the spec must define each
+    of them.
 
     Patients come in the order of the patients table; a patient without draws is refused (there
     is nothing to fit). Raises :class:`~ctcdyn.data.InputError` for draws before the model's

@@ -46,12 +46,13 @@ from ..observation import (
     count_log_prob,
     expected_counts,
     get_assay,
+    log_burden,
     sample_counts,
 )
 from ..simulate._parameters import from_unconstrained, to_unconstrained
 from ..specs import ModelSpec, TreatmentDesign, build_model, internal_values
 from ._data import PatientArrays
-from ._outcomes import outcome_log_likelihood
+from ._outcomes import outcome_log_likelihood, relapse_log_likelihood
 
 #: sd of log(between-patient SD) around the spec's ``between_patients`` (weakly informative:
 #: a factor e^(2 x 0.5) = 2.7 either way holds 95% of the prior).
@@ -145,8 +146,8 @@ class CountModel:
         population: None for the hierarchical cohort model; a :class:`Population` for
             independent per-patient fits.
         censored: whether any count is censored (False skips the costly tail probabilities).
-        outcomes: clinical endpoints fitted with the counts ("os", "pfs"), through the spec's
-            :class:`~ctcdyn.observation.EndpointModel`; the data must carry them
+        outcomes: clinical endpoints fitted with the counts ("os", "pfs", "relapse"), through
+            the spec's :class:`~ctcdyn.observation.EndpointModel`; the data must carry them
             (``PatientArrays.outcomes``).
     """
 
@@ -236,11 +237,28 @@ class CountModel:
             return {}
         recorded = data.outcomes
         assert recorded is not None, "the data carry no outcomes (fit_data(..., outcomes=))"
-        traj = self.trajectory(data, values, jnp.asarray(recorded.times))
-        burden = traj.primary + traj.metastatic
-        log_burden = jnp.log(jnp.maximum(burden, 1.0))  # below one cell: no disease left
-        ll = outcome_log_likelihood(self.endpoints, self.outcomes, recorded, log_burden)
-        return {name: jnp.where(traj.ok, value, -jnp.inf) for name, value in ll.items()}
+        out: dict[str, Array] = {}
+        if set(self.outcomes) - {"relapse"}:
+            traj = self.trajectory(data, values, jnp.asarray(recorded.times))
+            burden = traj.primary + traj.metastatic
+            ll = outcome_log_likelihood(self.endpoints, self.outcomes, recorded, log_burden(burden))
+            out = {name: jnp.where(traj.ok, value, -jnp.inf) for name, value in ll.items()}
+        if "relapse" in self.outcomes:
+            # the relapse law on its own grid: the lesion rates, M_0, the seeding rate and the
+            # kill of each patient's model, the burden from the likelihood's engine
+            relapse = self.endpoints.relapse
+            assert relapse is not None, "the spec declares no relapse law (detection_burden)"
+            ts = jnp.asarray(recorded.relapse_times)
+            n = ts.shape[0]
+            traj = self.trajectory(data, values, ts)
+            model = build_model(self.spec, values, data.design.treatments(self.spec, values))
+            model = jax.tree.map(
+                lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model
+            )
+            log_s = jax.vmap(relapse.log_survival_of)(model, ts, traj.primary + traj.metastatic)
+            ll_relapse = relapse_log_likelihood(recorded, log_s)
+            out["relapse"] = jnp.where(traj.ok, ll_relapse, -jnp.inf)
+        return out
 
     def expected(
         self, data: PatientArrays, values: Mapping[str, Array]

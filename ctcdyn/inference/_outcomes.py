@@ -1,4 +1,4 @@
-"""Observed death and progression as fit data, and their likelihood under the endpoint model.
+"""Observed death, progression and relapse as fit data, and their likelihood.
 
 ``ctcdyn fit --outcomes os,pfs`` fits the counts and the clinical endpoints jointly: the same
 per-patient dynamics give the burden path, and :class:`~ctcdyn.observation.EndpointModel` turns
@@ -9,10 +9,19 @@ survival"). Columns of the patients table:
 - ``pfs``: ``pfs_time``, ``pfs_event`` and ``pfs_last_scan``, the day of the last tumour
   assessment that showed no progression (0 for none: the baseline). Progression found at
   ``pfs_time`` happened in (``pfs_last_scan``, ``pfs_time``]; a PFS that ended with death, or was
-  censored, says only that no progression was seen up to ``pfs_last_scan``.
+  censored, says only that no progression was seen up to ``pfs_last_scan``;
+- ``relapse`` (after surgery; :class:`~ctcdyn.observation.RelapseModel`, docs/prognosis.md,
+  "Relapse after surgery"): ``relapse_time`` (days from surgery; relapse found, or last
+  contact), ``relapse_event`` (1 relapse, 0 none) and optionally ``relapse_last_scan``, the last
+  imaging without relapse (0 for none). A relapse happened in (``relapse_last_scan``,
+  ``relapse_time``]; without the column, in (``relapse_time`` - 1, ``relapse_time``] (found on
+  its day). A censored record says no relapse up to ``relapse_last_scan`` (without the column:
+  up to ``relapse_time``).
 
 The burden is evaluated on a per-patient grid from 0 to the latest endpoint time (the running
-maximum and nadir are taken there) together with the four times the likelihood reads.
+maximum and nadir are taken there) together with the four times the likelihood reads. Relapse
+has its own grid of ``RELAPSE_GRID_POINTS`` from 0 to ``relapse_time`` with its two read times,
+so os and pfs read exactly the values they read without it.
 """
 
 from __future__ import annotations
@@ -29,10 +38,15 @@ from ..observation import OUTCOMES, EndpointModel, burden_records, log_interval
 #: Points of the per-patient grid on which the running maximum and nadir are taken.
 GRID_POINTS = 64
 
+#: Points of the per-patient relapse grid: the seeding integral's trapezoid rule on it is
+#: within ~0.002 of S_R for lesion growth up to 0.03/day over 5 years (tests/test_relapse.py).
+RELAPSE_GRID_POINTS = 128
+
 #: Columns of the patients table each outcome needs.
 OUTCOME_COLUMNS = {
     "os": ("os_time", "os_event"),
     "pfs": ("pfs_time", "pfs_event", "pfs_last_scan"),
+    "relapse": ("relapse_time", "relapse_event"),
 }
 
 # Positions of the read-off times in ``OutcomeArrays.at``.
@@ -48,12 +62,20 @@ class OutcomeArrays(eqx.Module):
         at: positions in ``times`` of (pfs_last_scan, pfs_time, os_time - 1, os_time).
         died: 1 where death was recorded at ``os_time``.
         progressed: 1 where progression was found at ``pfs_time`` (not death first).
+        relapse_times: sorted times of the relapse law (days), (patients,
+            RELAPSE_GRID_POINTS + 2); None when relapse is not fitted.
+        relapse_at: positions in ``relapse_times`` of (last day known free of relapse,
+            ``relapse_time``).
+        relapsed: 1 where a relapse was recorded.
     """
 
     times: Float[ArrayLike, "patients points"]
     at: Int[ArrayLike, "patients 4"]
     died: Bool[ArrayLike, " patients"]
     progressed: Bool[ArrayLike, " patients"]
+    relapse_times: Float[ArrayLike, "patients relapse_points"] | None = None
+    relapse_at: Int[ArrayLike, "patients 2"] | None = None
+    relapsed: Bool[ArrayLike, " patients"] | None = None
 
 
 def outcome_arrays(
@@ -66,7 +88,8 @@ def outcome_arrays(
     problems: list[Problem] = []
     for name in outcomes:
         if name not in OUTCOMES:
-            problems.append(Problem(label, None, None, f"unknown outcome {name!r}; known: os, pfs"))
+            known = ", ".join(OUTCOMES)
+            problems.append(Problem(label, None, None, f"unknown outcome {name!r}; known: {known}"))
         for column in OUTCOME_COLUMNS.get(name, ()):
             if column not in patients:
                 problems.append(Problem(label, None, column, f"required to fit the {name} outcome"))
@@ -102,6 +125,7 @@ def outcome_arrays(
                 problems.append(
                     Problem(label, int(i) + 2, "pfs_time", "must be <= os_time", f"{pfs_time[i]:g}")
                 )
+    relapse = _relapse_records(patients, numeric, problems) if "relapse" in outcomes else None
     if problems:
         raise InputError(problems)
 
@@ -120,6 +144,38 @@ def outcome_arrays(
         at=where[:, GRID_POINTS:].astype(np.int32),
         died=died,
         progressed=progressed,
+        **(_relapse_grid(*relapse) if relapse is not None else {}),
+    )
+
+
+def _relapse_records(patients: pd.DataFrame, numeric, problems: list[Problem]):
+    """(relapse_time, last day known free of relapse, relapsed), the bad values added to
+    ``problems``."""
+    time = numeric(
+        "relapse_time", "must be a number > 0 (days)", lambda v: np.isfinite(v) & (v > 0)
+    )
+    event = numeric("relapse_event", "must be 0 or 1", lambda v: (v == 0) | (v == 1))
+    relapsed = event == 1
+    if "relapse_last_scan" in patients:
+        free_to = numeric(
+            "relapse_last_scan",
+            "must be a number >= 0 and <= relapse_time, < relapse_time where relapse was found",
+            lambda v: np.isfinite(v) & (v >= 0) & ~(v > time) & ~(relapsed & (v >= time)),
+        )
+    else:  # found on its day: in (t - 1, t]; censored: free up to t
+        free_to = np.where(relapsed, np.maximum(time - 1.0, 0.0), time)
+    return time, free_to, relapsed
+
+
+def _relapse_grid(time: np.ndarray, free_to: np.ndarray, relapsed: np.ndarray) -> dict:
+    grid = time[:, None] * np.linspace(0.0, 1.0, RELAPSE_GRID_POINTS)[None, :]
+    times = np.concatenate([grid, free_to[:, None], time[:, None]], axis=1)
+    order = np.argsort(times, axis=1, kind="stable")
+    where = np.argsort(order, axis=1)
+    return dict(
+        relapse_times=np.take_along_axis(times, order, axis=1),
+        relapse_at=where[:, RELAPSE_GRID_POINTS:].astype(np.int32),
+        relapsed=relapsed,
     )
 
 
@@ -131,7 +187,8 @@ def outcome_log_likelihood(
 ) -> dict[str, Array]:
     """Log-likelihood of each patient's recorded outcomes, given log B at ``arrays.times``.
 
-    Returns {outcome: (patients,)} for each of ``outcomes``.
+    Returns {outcome: (patients,)} for each of ``outcomes`` but relapse
+    (:func:`relapse_log_likelihood`).
     """
     record, rise = burden_records(log_burden)
     at = jnp.asarray(arrays.at)
@@ -148,3 +205,15 @@ def outcome_log_likelihood(
         found = log_interval(log_s[:, _LAST_SCAN], log_s[:, _PFS])
         out["pfs"] = jnp.where(jnp.asarray(arrays.progressed), found, log_s[:, _LAST_SCAN])
     return out
+
+
+def relapse_log_likelihood(
+    arrays: OutcomeArrays, log_survival: Float[Array, "patients relapse_points"]
+) -> Array:
+    """Log-likelihood of each patient's relapse record, given log S_R at
+    ``arrays.relapse_times`` (:meth:`~ctcdyn.observation.RelapseModel.log_survival`), (patients,).
+    """
+    assert arrays.relapse_at is not None, "the data carry no relapse (outcome_arrays(relapse))"
+    read = jnp.take_along_axis(log_survival, jnp.asarray(arrays.relapse_at), axis=1)
+    found = log_interval(read[:, 0], read[:, 1])
+    return jnp.where(jnp.asarray(arrays.relapsed), found, read[:, 0])

@@ -15,8 +15,10 @@ from ._endpoints import (
     EndpointModel,
     PatientThresholds,
     burden_records,
+    log_burden,
     log_interval,
 )
+from ._relapse import RelapseModel, kill_integral, seeding_rate
 
 __all__ = [
     "MIN_MEAN",
@@ -27,14 +29,18 @@ __all__ = [
     "EndpointModel",
     "Family",
     "PatientThresholds",
+    "RelapseModel",
     "assay_names",
     "burden_records",
     "count_distribution",
     "count_log_prob",
     "expected_counts",
     "get_assay",
+    "kill_integral",
+    "log_burden",
     "log_interval",
     "register_assay",
     "sample_counts",
+    "seeding_rate",
     "simulate_draw",
 ]

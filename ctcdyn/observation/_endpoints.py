@@ -11,18 +11,25 @@ use), two endpoints follow:
   so far, with :math:`\log f_i = \log f + s_P \varepsilon'_i`, or progression by a route the
   total burden does not track (a new lesion, clinical progression) at a rate :math:`h_P`.
 
-The thresholds vary between patients (:math:`\varepsilon, \varepsilon' \sim N(0, 1)`,
-independent of each other and of the dynamics); they stand in for everything that makes two
-patients with the same burden path die or progress at different times (the organs involved,
-measurement error of the scans). Given the trajectory the events are then independent and
+The thresholds vary between patients (:math:`\varepsilon, \varepsilon'` standard logistic
+scaled to SD 1, independent of each other and of the dynamics); they stand in for everything
+that makes two patients with the same burden path die or progress at different times (the
+organs involved, measurement error of the scans). Given the trajectory the events are then
+independent and, with :math:`\sigma(x) = 1 / (1 + e^{-x})` and :math:`c = \sqrt{3} / \pi`,
 
 .. math::
 
-    S_D(t) = \Phi\!\left(\frac{\log L - \max_{u \le t} \log B(u)}{s_L}\right) e^{-h_D t},
+    S_D(t) = \sigma\!\left(\frac{\log L - \max_{u \le t} \log B(u)}{c\, s_L}\right)
+        e^{-h_D t},
     \qquad
-    S_P(t) = \Phi\!\left(\frac{\log f - \max_{u \le t} R(u)}{s_P}\right) e^{-h_P t},
+    S_P(t) = \sigma\!\left(\frac{\log f - \max_{u \le t} R(u)}{c\, s_P}\right) e^{-h_P t},
 
-with :math:`R(u) = \log B(u) - \min_{v \le u} \log B(v)` the log burden over its nadir. A
+with :math:`R(u) = \log B(u) - \min_{v \le u} \log B(v)` the log burden over its nadir. The
+logistic has the normal's SD and nearly its shape, but a log-survival that falls linearly, not
+quadratically, once the record passes the threshold: a patient still alive or progression-free
+then bounds growth with a wall whose curvature grows like the excess, not its square, which
+NUTS can integrate (with normal thresholds the per-patient fits of the demo cohort diverged at
+the wall; docs/prognosis.md, "Sampling"). A
 threshold is crossed once, at a new maximum, so each survival function falls only while the
 burden (or its rise over the nadir) sets a new record; the other-cause rates keep every
 observed event possible under every parameter value (the log-likelihood is finite
@@ -42,11 +49,13 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import log_ndtr
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-#: Outcomes the mechanistic endpoint model knows (``ctcdyn fit --outcomes``).
-OUTCOMES = ("os", "pfs")
+from ._relapse import RelapseModel
+
+#: Outcomes the mechanistic endpoint model knows (``ctcdyn fit --outcomes``); relapse after
+#: surgery has its own law (:class:`~ctcdyn.observation.RelapseModel`).
+OUTCOMES = ("os", "pfs", "relapse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,7 @@ class EndpointModel:
             progression endpoint.
         progression_spread: between-patient SD of log f_i.
         other_progression_rate: progression the total burden does not track (1/day).
+        relapse: the relapse law after surgery; None: the spec declares no detection_burden.
     """
 
     lethal_burden: float | None
@@ -69,6 +79,7 @@ class EndpointModel:
     progression_factor: float | None
     progression_spread: float
     other_progression_rate: float
+    relapse: RelapseModel | None = None
 
     @classmethod
     def from_spec(cls, spec, scenario: str = "default") -> EndpointModel:
@@ -87,10 +98,13 @@ class EndpointModel:
             progression_factor=None if plan is None else plan.progression_factor,
             progression_spread=fixed("progression_spread", 0.0) or 0.0,
             other_progression_rate=fixed("other_progression_rate", 0.0) or 0.0,
+            relapse=RelapseModel.from_spec(spec),
         )
 
     def has(self, outcome: str) -> bool:
-        """Whether this model defines ``outcome`` ("os" or "pfs")."""
+        """Whether this model defines ``outcome`` ("os", "pfs" or "relapse")."""
+        if outcome == "relapse":
+            return self.relapse is not None
         if outcome == "os":
             return self.lethal_burden is not None
         if outcome == "pfs":
@@ -104,8 +118,13 @@ class EndpointModel:
         event away from a new maximum of the burden has probability 0.
         """
         if not self.has(outcome):
-            need = "lethal_burden" if outcome == "os" else "a scenario progression_factor"
+            need = {"os": "lethal_burden", "relapse": "detection_burden"}.get(
+                outcome, "a scenario progression_factor"
+            )
             return [f"the spec declares no {outcome} endpoint (needs {need})"]
+        if outcome == "relapse":
+            assert self.relapse is not None
+            return self.relapse.fittable()
         spread, rate, names = (
             (self.lethal_spread, self.other_death_rate, "lethal_burden_spread, other_death_rate")
             if outcome == "os"
@@ -132,8 +151,8 @@ class EndpointModel:
             return e / rate if rate > 0 else jnp.full((n,), jnp.inf)
 
         return PatientThresholds(
-            log_lethal=lethal + self.lethal_spread * jax.random.normal(k_l, (n,)),
-            log_factor=factor + self.progression_spread * jax.random.normal(k_f, (n,)),
+            log_lethal=lethal + self.lethal_spread * _unit_logistic(k_l, n),
+            log_factor=factor + self.progression_spread * _unit_logistic(k_f, n),
             other_death=exponential(k_d, self.other_death_rate),
             other_progression=exponential(k_p, self.other_progression_rate),
         )
@@ -205,11 +224,33 @@ class PatientThresholds:
     other_progression: ArrayLike
 
 
+#: SD of the standard logistic distribution, pi / sqrt(3).
+_LOGISTIC_SD = math.pi / math.sqrt(3.0)
+
+
+def _unit_logistic(key: PRNGKeyArray, n: int) -> Array:
+    """n draws of the logistic distribution with location 0 and SD 1."""
+    return jax.random.logistic(key, (n,)) / _LOGISTIC_SD
+
+
 def _log_tail(log_threshold: float, record: Array, spread: float) -> Array:
-    """log P(threshold > record) for a threshold N(log_threshold, spread^2) on the log scale."""
+    """log P(threshold > record) for a logistic threshold on the log scale (median
+    ``log_threshold``, SD ``spread``)."""
     if spread <= 0:
         return jnp.where(record < log_threshold, 0.0, -jnp.inf)
-    return log_ndtr((log_threshold - record) / spread)
+    return jax.nn.log_sigmoid((log_threshold - record) * (_LOGISTIC_SD / spread))
+
+
+def log_burden(burden: ArrayLike) -> Array:
+    """log B, floored at the smallest normal number of its dtype.
+
+    The endpoints read the mean-field burden exactly as the simulator does: a path that falls
+    below one cell and grows back is a rise over its nadir, not a cure (the deterministic
+    dynamics have no extinction). Only a burden that underflows to 0 is floored, so the log
+    and its gradient stay finite.
+    """
+    burden = jnp.asarray(burden)
+    return jnp.log(jnp.maximum(burden, jnp.finfo(burden.dtype).tiny))
 
 
 def burden_records(log_burden: Array) -> tuple[Array, Array]:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from ..observation import EndpointModel
+from ..observation import EndpointModel, log_burden
 from ._fitted import FittedRun
 from ._forecast import predict
 from ._inputs import SurvivalSummary
@@ -134,12 +134,12 @@ def survival_draws(
         assay=scenario.assay if scenario else "cellsearch",
         n_samples=n_samples,
     )
-    log_burden = jnp.log(jnp.maximum(jnp.asarray(pred.burden[pred.ok]), 1.0))
+    log_b = log_burden(jnp.asarray(pred.burden[pred.ok]))
     endpoints = fitted.model.endpoints if endpoints is None else endpoints
     curves = endpoints.conditional_survival(
         endpoint,
         jnp.asarray(grid),
-        log_burden,
+        log_b,
         progression_free_to=progression_free_to,
         alive_to=alive_to,
     )

@@ -192,6 +192,7 @@ def simulate_cohort(
         at(state.metastatic, daily),
         scans,
         key=jax.random.fold_in(k_cov, 1),  # a stream of its own: parameters and draws unchanged
+        model=model,  # the relapse law's lesion rates, seeding and treatments
     )
     patients = pd.concat([patients, events], axis=1)
 
@@ -207,10 +208,14 @@ def simulate_cohort(
         singles=at(state.singles, draw_cols),
         clusters=at(state.clusters, draw_cols),
     )
-    # A blood test needs a living patient within follow-up.
+    # A blood test needs a living patient within follow-up; monitoring for residual disease
+    # ends when relapse is found (the patient moves on to treatment of metastatic disease).
     last = pd.Series(plan.follow_up_days, index=ids)
+    by_id = patients.set_index("patient_id")
     if "os_time" in patients:
-        last = np.minimum(last, patients.set_index("patient_id")["os_time"])
+        last = np.minimum(last, by_id["os_time"])
+    if "relapse_time" in patients:
+        last = np.minimum(last, by_id["relapse_time"].where(by_id["relapse_event"] == 1, np.inf))
     draws = draws[draws["time"] <= draws["patient_id"].map(last)].reset_index(drop=True)
 
     truth = pd.DataFrame({"patient_id": ids})

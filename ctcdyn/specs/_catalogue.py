@@ -96,4 +96,7 @@ CATALOGUE: dict[str, ParameterInfo] = {
     "other_progression_rate": _P(
         "rate", Domain.POSITIVE, "progression the total burden does not track (new lesions)"
     ),
+    "other_relapse_rate": _P(
+        "rate", Domain.POSITIVE, "relapse the lesion model does not track (locoregional)"
+    ),
 }
