@@ -48,10 +48,11 @@ def predict_from_counts(
         fitted.patient_index(patient)
     except ReportError as err:
         raise fail(escape(str(err))) from None
-    if not fitted.fit_ok and not ignore_gate:
+    if not fitted.fit_ok_for(patient) and not ignore_gate:
         raise fail(
-            f"the fit in {run_path} has status {fitted.status!r}: its posterior is not to be "
-            f"trusted, so no prediction is made. See `ctcdyn diagnose {run_path}`; "
+            f"the fit of {patient} in {run_path} fails the diagnostics gate (run status "
+            f"{fitted.status!r}): its posterior is not to be trusted, so no prediction is "
+            f"made. See `ctcdyn diagnose {run_path}`; "
             "--ignore-gate predicts anyway (for model development, never for a patient).",
             code=1,
         )
@@ -60,7 +61,7 @@ def predict_from_counts(
     )
     if isinstance(curve, NoSurvival) or curve is None:
         raise fail(escape(curve.reason if curve else "the fit has no endpoints"), code=1)
-    if not fitted.fit_ok:
+    if not fitted.fit_ok_for(patient):
         from dataclasses import replace
 
         curve = replace(curve, model=f"{curve.model}; FIT STATUS {fitted.status.upper()}: "
@@ -77,7 +78,7 @@ def predict_from_counts(
         )
     console.print(table)
     console.print(f"model: {escape(curve.model)}")
-    if not fitted.fit_ok:
+    if not fitted.fit_ok_for(patient):
         console.print(f"[bold red]Fit status {fitted.status!r}: not for patient care.[/]")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -100,10 +100,15 @@ def report(
         written = write_report(content, template, out, stem, formats)
     except (ReportError, MissingDependencyError) as err:
         raise fail(escape(str(err))) from None
-    if not fitted.fit_ok:
+    if not (fitted.fit_ok if patient is None else fitted.fit_ok_for(patient)):
         console.print(
             f"[bold red]The fit's status is {fitted.status}: the report shows the warning and "
             "no estimates.[/]"
+        )
+    elif not fitted.fit_ok:
+        console.print(
+            f"The run's status is {fitted.status} (other patients' fits); {patient}'s own "
+            "per-patient fit passed the gate, so the report shows its estimates."
         )
     for kind, path in written.items():
         console.print(f"  {kind:<5} {path}")

@@ -241,6 +241,30 @@ def test_failed_fit_shows_the_warning_and_no_risk_figures(failed_html):
     assert "P(burden grows)" not in failed_html
 
 
+def test_per_patient_runs_are_gated_patient_by_patient(passed, tmp_path):
+    """A per-patient run in which only the other patient diverged: the run fails its gate, that
+    patient's report is withheld, and PATIENT's own fit (untouched) still shows its estimates."""
+    other = next(p for p in passed.patient_ids if p != PATIENT)
+    folder = tmp_path / "one-diverged"
+    shutil.copytree(passed.run.path, folder)
+    tree = passed.tree.copy()
+    stats = tree["sample_stats"].to_dataset()
+    diverging = stats["diverging"].copy()
+    diverging.loc[{"patient": other, "draw": [3, 7]}] = True
+    tree["sample_stats"] = stats.assign(diverging=diverging)
+    summary = summarize(tree)
+    run = Run.open(folder)
+    assert run.finalize(tree, summary, check(tree, summary), {}) == "failed_gate"
+    fitted = open_fitted(folder)
+    assert not fitted.fit_ok and fitted.per_patient
+    assert fitted.fit_ok_for(PATIENT) and not fitted.fit_ok_for(other)
+    assert fitted.gate_for(other).divergences == 2 * fitted.tree["posterior"].sizes["chain"]
+    mine = patient_report(fitted, PATIENT, jax.random.key(0))
+    theirs = patient_report(fitted, other, jax.random.key(0))
+    assert mine.fit_ok and mine.warning is None and "passed for this patient" in mine.status
+    assert not theirs.fit_ok and "FIT FAILED ITS DIAGNOSTICS" in (theirs.warning or "")
+
+
 def test_unknown_patient_is_a_clear_error(passed):
     with pytest.raises(UnknownPatientError, match=r"'NOPE' is not in the run.*P0001, P0002"):
         patient_report(passed, "NOPE", jax.random.key(0))

@@ -70,6 +70,37 @@ class FittedRun:
         return self.status == "passed" and self.gate.passed
 
     @property
+    def per_patient(self) -> bool:
+        """Whether every patient was fitted on their own (``--per-patient``)."""
+        return self.manifest.get("mode") == "per_patient"
+
+    def gate_for(self, patient_id: str) -> GateResult:
+        """The gate that one patient's numbers answer to.
+
+        In a per-patient run each patient is a fit of their own (own chains, own adaptation,
+        the population fixed), so the gate is re-checked on that patient's posterior alone: one
+        patient's divergences say nothing about another's, and a batch of thousands would
+        otherwise always withhold every report. In a cohort run every patient shares the
+        population parameters, and the run's gate applies to all.
+        """
+        if not self.per_patient:
+            return self.gate
+        groups = {}
+        for name in ("posterior", "sample_stats"):
+            ds = self.tree[name].to_dataset()
+            groups[name] = ds.sel(patient=patient_id) if "patient" in ds.dims else ds
+        mine = self.summary["parameter"].astype(str).str.endswith(f"[{patient_id}]")
+        return check(xr.DataTree.from_dict(groups), self.summary[mine.to_numpy()])
+
+    def fit_ok_for(self, patient_id: str) -> bool:
+        """:attr:`fit_ok` for one patient's numbers (see :meth:`gate_for`): in a per-patient run,
+        a NUTS run that finished (passed or failed its gate elsewhere) whose own posterior
+        for this patient passes the gate."""
+        if not self.per_patient:
+            return self.fit_ok
+        return self.status in ("passed", "failed_gate") and self.gate_for(patient_id).passed
+
+    @property
     def patient_ids(self) -> tuple[str, ...]:
         return self.data.patient_ids
 

@@ -139,8 +139,16 @@ def _count(value, censor: int) -> str:
     return f"{prefix}{int(value)}"
 
 
-def _warning(fitted: FittedRun) -> str | None:
-    if fitted.fit_ok:
+def _status(fitted: FittedRun, ok: bool) -> str:
+    """The run's status, qualified where a per-patient run failed only in other patients."""
+    if ok and fitted.status != "passed":
+        return f"passed for this patient (run: {fitted.status}, in other patients' fits)"
+    return fitted.status
+
+
+def _warning(fitted: FittedRun, patient_id: str | None = None) -> str | None:
+    """The warning a report shows for the run (``patient_id`` None) or one patient's numbers."""
+    if fitted.fit_ok if patient_id is None else fitted.fit_ok_for(patient_id):
         return None
     status = fitted.status
     if status == "approximate":
@@ -198,7 +206,7 @@ def patient_report(
         classify(None if np.isnan(c) else c, int(f), float(v), str(a))
         for c, f, v, a in zip(ctc, censor, table["volume_ml"], table["assay"], strict=True)
     ]
-    ok = fitted.fit_ok
+    ok = fitted.fit_ok_for(patient_id)
     replicated = fitted.tree["posterior_predictive"].to_dataset()["ctc"].sel(patient=patient_id)
     stacked = replicated.stack(sample=("chain", "draw")).transpose("sample", "blood_draw")
     pp = np.asarray(stacked.values, dtype=float)[:, :n]
@@ -282,9 +290,9 @@ def patient_report(
         patient_id=str(patient_id),
         generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         fit_ok=ok,
-        status=fitted.status,
-        warning=_warning(fitted),
-        gate_failures=list(fitted.gate.failures[:12]),
+        status=_status(fitted, ok),
+        warning=_warning(fitted, patient_id),
+        gate_failures=list(fitted.gate_for(patient_id).failures[:12]),
         plain_language="",
         draws=draws,
         treatments=_treatments(fitted, patient_id),
@@ -422,6 +430,10 @@ def _diagnostics(fitted: FittedRun, patient_id: str) -> dict[str, str]:
         out["this patient: divergent transitions"] = (
             f"{int(diverging.sel(patient=patient_id).sum())}"
         )
+    if fitted.per_patient:
+        # each patient is a fit of their own: their gate decides what this report shows
+        mine_gate = fitted.gate_for(patient_id)
+        out["this patient's fit: gate (re-checked)"] = "passed" if mine_gate.passed else "FAILED"
     return out
 
 
