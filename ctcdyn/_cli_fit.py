@@ -278,7 +278,16 @@ def _report(run) -> None:
     console.print(f"run [bold]{run.path}[/]: status [{colour}]{status}[/]")
     diagnostics = manifest.get("diagnostics") or {}
     if status == "failed_gate":
-        console.print("[bold red]The fit failed the diagnostics gate; do not use its numbers.[/]")
+        if manifest.get("mode") == "per_patient":
+            console.print(
+                "[bold red]The run failed the diagnostics gate; do not use the numbers of the "
+                "patients named below.[/] Every patient is a fit of their own: reports and "
+                "predictions re-check the gate per patient and withhold only those that fail."
+            )
+        else:
+            console.print(
+                "[bold red]The fit failed the diagnostics gate; do not use its numbers.[/]"
+            )
         for line in diagnostics.get("failures", [])[:12]:
             console.print(f"  {escape(line)}")
         console.print(f"  details: ctcdyn diagnose {run.path}")
