@@ -133,15 +133,11 @@ def outcome_arrays(
     # PFS that ended with a recorded death at the same time is death first, not a progression
     death_first = died & (pfs_time >= os_time) if "os" in outcomes else np.zeros(n, bool)
     progressed = (pfs_event == 1) & ~death_first
-    end = np.maximum(os_time, pfs_time)
-    grid = end[:, None] * np.linspace(0.0, 1.0, GRID_POINTS)[None, :]
     read = np.stack([last_scan, pfs_time, np.maximum(os_time - 1.0, 0.0), os_time], axis=1)
-    times = np.concatenate([grid, read], axis=1)
-    order = np.argsort(times, axis=1, kind="stable")
-    where = np.argsort(order, axis=1)
+    times, at = _grid_with(np.maximum(os_time, pfs_time), GRID_POINTS, read)
     return OutcomeArrays(
-        times=np.take_along_axis(times, order, axis=1),
-        at=where[:, GRID_POINTS:].astype(np.int32),
+        times=times,
+        at=at,
         died=died,
         progressed=progressed,
         **(_relapse_grid(*relapse) if relapse is not None else {}),
@@ -168,15 +164,19 @@ def _relapse_records(patients: pd.DataFrame, numeric, problems: list[Problem]):
 
 
 def _relapse_grid(time: np.ndarray, free_to: np.ndarray, relapsed: np.ndarray) -> dict:
-    grid = time[:, None] * np.linspace(0.0, 1.0, RELAPSE_GRID_POINTS)[None, :]
-    times = np.concatenate([grid, free_to[:, None], time[:, None]], axis=1)
+    read = np.stack([free_to, time], axis=1)
+    times, at = _grid_with(time, RELAPSE_GRID_POINTS, read)
+    return dict(relapse_times=times, relapse_at=at, relapsed=relapsed)
+
+
+def _grid_with(end: np.ndarray, points: int, read: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each patient's sorted evaluation times: ``points`` evenly from 0 to ``end`` and the
+    times the likelihood reads, ``read`` (patients, k); and where each read time landed."""
+    grid = end[:, None] * np.linspace(0.0, 1.0, points)[None, :]
+    times = np.concatenate([grid, read], axis=1)
     order = np.argsort(times, axis=1, kind="stable")
     where = np.argsort(order, axis=1)
-    return dict(
-        relapse_times=np.take_along_axis(times, order, axis=1),
-        relapse_at=where[:, RELAPSE_GRID_POINTS:].astype(np.int32),
-        relapsed=relapsed,
-    )
+    return np.take_along_axis(times, order, axis=1), where[:, points:].astype(np.int32)
 
 
 def outcome_log_likelihood(
