@@ -132,7 +132,12 @@ def _compile_probe(args) -> None:
     from ctcdyn.inference import NUTSSettings
 
     spec, data = _cohort(args.patients, args.seed)
-    settings = NUTSSettings(chains=args.chains, warmup=args.warmup, samples=args.samples)
+    settings = NUTSSettings(
+        chains=args.chains,
+        warmup=args.warmup,
+        samples=args.samples,
+        mass_matrix=args.mass_matrix,
+    )
     _, batch, kernels, keys, setup_s = _ctcdyn_kernels(spec, data, settings, args.seed)
     _, times = _compile_kernels(kernels, batch, keys, args.samples)
     print(json.dumps({"setup_s": setup_s, **times, "total_s": setup_s + sum(times.values())}))
@@ -146,6 +151,7 @@ def _probe(args, cache_dir: Path) -> dict:
         *("--patients", str(args.patients), "--warmup", str(args.warmup)),
         *("--samples", str(args.samples), "--chains", str(args.chains)),
         *("--seed", str(args.seed), "--cache-dir", str(cache_dir)),
+        *("--mass-matrix", args.mass_matrix),
     ]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -165,7 +171,12 @@ def run_ctcdyn(args, spec, data, compile_probes: dict | None) -> dict:
     from ctcdyn.inference import NUTSSettings
     from ctcdyn.inference._nuts import _block_length, _potential
 
-    settings = NUTSSettings(chains=args.chains, warmup=args.warmup, samples=args.samples)
+    settings = NUTSSettings(
+        chains=args.chains,
+        warmup=args.warmup,
+        samples=args.samples,
+        mass_matrix=args.mass_matrix,
+    )
     model, batch, kernels, keys, setup_s = _ctcdyn_kernels(spec, data, settings, args.seed)
     (start_exe, block_exe, post_exe), compile_times = _compile_kernels(
         kernels, batch, keys, args.samples
@@ -316,9 +327,11 @@ def stan_data(spec, data, *, prior=1, likelihood=1, seeding=1) -> dict:
         not np.any(np.asarray(a.ctc_censor)) and not np.any(np.asarray(a.clusters_censor)),
         "mbc_cohort.stan has no censored counts",
     )
-    _require(bool(np.all(np.asarray(a.sampled_recovery))), "every draw must use the spec assay")
-    _check_spec(spec)
     observed = np.asarray(a.ctc_mask) | np.asarray(a.clusters_mask)
+    _require(  # padded rows (patients with fewer draws) carry no assay
+        bool(np.all(np.asarray(a.sampled_recovery)[observed])), "every draw must use the spec assay"
+    )
+    _check_spec(spec)
     rows, cols = np.nonzero(observed)  # row-major: patient by patient, in time order
     t = np.asarray(a.time)[rows, cols]
     volume = np.asarray(a.volume_ml)[rows, cols]
@@ -670,6 +683,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mass-matrix",
+        choices=("diagonal", "blocks"),
+        default="diagonal",
+        help="ctcdyn's NUTS mass matrix (NUTSSettings.mass_matrix); Stan runs diag_e",
+    )
     parser.add_argument("--skip-stan", action="store_true")
     parser.add_argument("--skip-ctcdyn", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")

@@ -38,6 +38,11 @@ class ExecutorName(enum.StrEnum):
     dask = "dask"
 
 
+class MassMatrix(enum.StrEnum):
+    diagonal = "diagonal"
+    blocks = "blocks"
+
+
 def fit(
     draws: Annotated[Path, typer.Option(help="Blood draws, one row per draw (.csv or .parquet).")],
     patients: Annotated[Path, typer.Option(help="Patients, one row per patient.")],
@@ -59,6 +64,13 @@ def fit(
     samples: Annotated[int, typer.Option(min=1)] = 1000,
     target_accept: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.8,
     max_tree_depth: Annotated[int, typer.Option(min=1)] = 10,
+    mass_matrix: Annotated[
+        MassMatrix,
+        typer.Option(
+            help="NUTS mass matrix: diagonal (Stan's default) or dense over a cohort fit's "
+            "population-level parameters (blocks; docs/inference.md)."
+        ),
+    ] = MassMatrix.diagonal,
     svi_steps: Annotated[int, typer.Option(min=1)] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed of the fit.")] = 0,
     chunk_size: Annotated[int, typer.Option(min=1, help="Patients per chunk (--per-patient).")] = (
@@ -174,6 +186,7 @@ def fit(
                 "--method svi": method != Method.nuts,
                 "--resume": resume,
                 "--outcomes": outcomes is not None,
+                "--mass-matrix blocks": mass_matrix != MassMatrix.diagonal,
             },
         )
     from .data import InputError
@@ -215,6 +228,7 @@ def fit(
             samples=samples,
             target_accept=target_accept,
             max_tree_depth=max_tree_depth,
+            mass_matrix=str(mass_matrix),
         )
         svi = SVISettings(steps=svi_steps)
     except ValueError as err:

@@ -121,18 +121,21 @@ def fit_engine(spec: ModelSpec, design: TreatmentDesign) -> FastClearance:
     exponential = spec.primary_growth == "exponential" and spec.metastatic_growth == "exponential"
     max_doses = design.max_doses()
     if exponential and max_doses == 1 and not (np.asarray(design.dose_interval) > 0).any():
-        # the counts never read the lesion count; clock_basis=False: the harmonics summed per
-        # draw time, as before the cohort-wide clock basis (which pays off on long daily grids)
-        return Analytic(lesions=False, clock_basis=False)
-    # dense_steps=0, clock_basis=False: a likelihood reads a few draw times, where the paths
-    # before the speed-ups are cheap; those pay off on long daily grids
+        # The counts never read the lesion count. clock_basis=True: each patient's harmonics
+        # as one small matrix product with the basis of its draws' clock hours (data). The
+        # per-time loop over 11 harmonics, which XLA split into ~20 kernels each recomputing
+        # the Chebyshev recurrence, cost half of every gradient (benchmarks/
+        # likelihood_gradient.py; docs/benchmarks.md).
+        return Analytic(lesions=False, clock_basis=True)
+    # dense_steps=0: a likelihood reads a few draw times, where saving inside the solver's loop
+    # is cheap (the dense path pays off on long daily grids); the clock basis as above.
     return FastClearance(
         rtol=1e-5,
         atol=1e-6,
         max_steps=4096,
         max_doses=max_doses,
         dense_steps=0,
-        clock_basis=False,
+        clock_basis=True,
     )
 
 
@@ -219,12 +222,12 @@ class CountModel:
         """The dynamics of every patient at its draw times, or at ``times`` (patients, T), sorted
         per patient (leading axis: patients), solved by the likelihood's engine (lesion counts
         are NaN under ``Analytic(lesions=False)``)."""
-        n = jnp.shape(data.time)[0]
         treatments = data.design.treatments(self.spec, values)
         model = build_model(self.spec, values, treatments)
-        model = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model)
         ts = data.time if times is None else times
-        return jax.vmap(lambda m, t: solve(m, t, self.engine))(model, ts)
+        return jax.vmap(lambda m, t: solve(m, t, self.engine), in_axes=(_patient_axes(model), 0))(
+            model, ts
+        )
 
     def outcome_log_likelihood(
         self, data: PatientArrays, values: Mapping[str, Array]
@@ -249,13 +252,11 @@ class CountModel:
             relapse = self.endpoints.relapse
             assert relapse is not None, "the spec declares no relapse law (detection_burden)"
             ts = jnp.asarray(recorded.relapse_times)
-            n = ts.shape[0]
             traj = self.trajectory(data, values, ts)
             model = build_model(self.spec, values, data.design.treatments(self.spec, values))
-            model = jax.tree.map(
-                lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model
+            log_s = jax.vmap(relapse.log_survival_of, in_axes=(_patient_axes(model), 0, 0))(
+                model, ts, traj.primary + traj.metastatic
             )
-            log_s = jax.vmap(relapse.log_survival_of)(model, ts, traj.primary + traj.metastatic)
             ll_relapse = relapse_log_likelihood(recorded, log_s)
             out["relapse"] = jnp.where(traj.ok, ll_relapse, -jnp.inf)
         return out
@@ -366,6 +367,28 @@ class CountModel:
                 values[name] = jnp.asarray(p.prior.median())
         return values
 
+    def mass_blocks(self) -> list[tuple[str, ...]]:
+        """Latent sites over which ``NUTSSettings(mass_matrix="blocks")`` adapts a dense mass
+        matrix (diagonal elsewhere).
+
+        Cohort model: the population-level block (medians, between-patient SDs and population
+        parameters; ~20 dimensions). The counts identify products such as shedding x burden x
+        half-life, not the factors, so the posterior of the population block lies along ridges
+        that a diagonal mass matrix crosses in tiny steps. The per-patient z's stay diagonal:
+        a dense matrix over hundreds of them would not be estimable from the warmup draws.
+        Per-patient model: none (a dense matrix over one patient's parameters gave more
+        divergent transitions, not fewer, on the demo cohort; docs/inference.md).
+        """
+        if self.population is not None:
+            return []
+        population = []
+        for name in self.spec.sampled:
+            if self.spec.parameters[name].level == "patient":
+                population += [f"{name}_median", f"{name}_sd"]
+            else:
+                population.append(name)
+        return [tuple(population)] if population else []
+
     def site_names(self) -> tuple[list[str], list[str]]:
         """(population-level, per-patient) names of the parameters reported in a fit."""
         population, patient = [], []
@@ -378,6 +401,13 @@ class CountModel:
             elif self.population is None:
                 population.append(name)
         return population, patient
+
+
+def _patient_axes(model):
+    """vmap axes of a cohort's model: 0 for per-patient leaves, None for shared scalars, so
+    that what depends on population-level parameters only (the circadian harmonics, the
+    clearance transfer functions) is computed once, not once per patient."""
+    return jax.tree.map(lambda x: None if jnp.ndim(x) == 0 else 0, model)
 
 
 @functools.partial(jax.jit, static_argnums=0)
