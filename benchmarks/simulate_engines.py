@@ -30,6 +30,7 @@ def engines() -> dict:
     found = {
         "FastClearance": lambda: FastClearance(dense_steps=128, clock_basis=True),
         "FastClearanceBefore": lambda: FastClearance(dense_steps=0, clock_basis=False),
+        "FastClearanceClockBasis": lambda: FastClearance(dense_steps=0, clock_basis=True),
         "ODE": ODE,
     }
     for mod in ("_jump", "_hybrid", "_sde"):  # stochastic engines, when present
