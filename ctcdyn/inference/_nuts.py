@@ -105,11 +105,16 @@ class DeclaresMassBlocks(Protocol):
     def mass_blocks(self) -> list[tuple[str, ...]]: ...
 
 
-def _dense_mass(model, settings: NUTSSettings) -> list[tuple[str, ...]]:
-    """NumPyro's structured ``dense_mass``: the model's blocks, or [] (diagonal)."""
+def _dense_mass(model, settings: NUTSSettings) -> list[tuple[str, ...]] | bool:
+    """NumPyro's ``dense_mass``: the model's blocks, or False (one flat diagonal matrix).
+
+    Not ``[]``: NumPyro reads an empty list as a structured matrix of one diagonal block per
+    site, the same matrix computed in a different order, which changed the last digits of the
+    draws between processes (a resumed run no longer equalled an uninterrupted one).
+    """
     if settings.mass_matrix == "diagonal" or not isinstance(model, DeclaresMassBlocks):
-        return []
-    return model.mass_blocks()
+        return False
+    return model.mass_blocks() or False
 
 
 def _block_length(settings: NUTSSettings) -> int:
