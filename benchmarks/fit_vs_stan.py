@@ -53,10 +53,12 @@ PATIENT_LEVEL = (
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "ctcdyn-fit-vs-stan-jax-cache"
 
 
-def _setup_jax(cache_dir: Path | None) -> None:
+def _setup_jax(cache_dir: Path | None, cpu_devices: int) -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    # ctcdyn spreads its chains over CPU devices (run_nuts); 1 keeps them vmapped on one.
+    jax.config.update("jax_num_cpu_devices", cpu_devices)
     if cache_dir is not None:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -91,14 +93,14 @@ def _ctcdyn_kernels(spec, data, settings, seed: int):
     import jax.numpy as jnp
 
     from ctcdyn.inference._fit import count_model
-    from ctcdyn.inference._nuts import _kernels
+    from ctcdyn.inference._nuts import _kernels, chain_devices
 
     model = count_model(spec, data, None)
     batch = jax.tree.map(lambda x: jnp.asarray(x)[None], data.arrays)
     first = jax.tree.map(lambda x: x[0], batch)
     k_init, k_jitter, k_chain = jax.random.split(jax.random.key(seed), 3)
     start = time.perf_counter()
-    kernels = _kernels(model, settings, first, k_init)
+    kernels = _kernels(model, settings, first, k_init, chain_devices(settings.chains, batch))
     setup_s = time.perf_counter() - start
     shape = (1, settings.chains)
     keys = (jax.random.split(k_jitter, shape), jax.random.split(k_chain, shape))
@@ -128,7 +130,7 @@ def _compile_kernels(kernels, batch, keys, samples: int):
 
 def _compile_probe(args) -> None:
     """Child process: setup and compile only (cold or warm persistent cache), JSON on stdout."""
-    _setup_jax(Path(args.cache_dir))
+    _setup_jax(Path(args.cache_dir), args.cpu_devices)
     from ctcdyn.inference import NUTSSettings
 
     spec, data = _cohort(args.patients, args.seed)
@@ -152,6 +154,7 @@ def _probe(args, cache_dir: Path) -> dict:
         *("--samples", str(args.samples), "--chains", str(args.chains)),
         *("--seed", str(args.seed), "--cache-dir", str(cache_dir)),
         *("--mass-matrix", args.mass_matrix),
+        *("--cpu-devices", str(args.cpu_devices)),
     ]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -169,7 +172,7 @@ def run_ctcdyn(args, spec, data, compile_probes: dict | None) -> dict:
     import jax
 
     from ctcdyn.inference import NUTSSettings
-    from ctcdyn.inference._nuts import _block_length, _potential
+    from ctcdyn.inference._nuts import _block_length, _potential, chain_devices
 
     settings = NUTSSettings(
         chains=args.chains,
@@ -223,6 +226,7 @@ def run_ctcdyn(args, spec, data, compile_probes: dict | None) -> dict:
     post_s = time.perf_counter() - start
 
     steps_all = np.concatenate(steps)  # (iterations, chains)
+    groups = len(chain_devices(settings.chains, batch) or [None])
     n_warm = settings.warmup
     population, patient = model.site_names()
     ess = _ess({name: np.asarray(samples[name])[0] for name in population})
@@ -244,9 +248,14 @@ def run_ctcdyn(args, spec, data, compile_probes: dict | None) -> dict:
             "compile_probes": compile_probes,
             "postprocess_s": post_s,
             "gradient_alone_s": gradient_alone_s,
-            # vmapped chains run in lockstep: an iteration costs the longest chain's steps
+            "chain_devices": groups,
+            # the chains on one device run in lockstep: an iteration costs the device's longest
             "lockstep_efficiency": float(
-                steps_all.sum() / (steps_all.shape[1] * steps_all.max(axis=1).sum())
+                steps_all.sum()
+                / (
+                    steps_all.shape[1]
+                    * steps_all.reshape(len(steps_all), groups, -1).max(axis=2).mean(axis=1).sum()
+                )
             ),
             "divergences": int(stats["diverging"].sum()),
             "step_size": stats["step_size"].mean(axis=0).tolist(),
@@ -689,6 +698,13 @@ def main() -> None:
         default="diagonal",
         help="ctcdyn's NUTS mass matrix (NUTSSettings.mass_matrix); Stan runs diag_e",
     )
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=4,
+        help="CPU devices ctcdyn spreads its chains over (as `ctcdyn fit` does: one per chain; "
+        "1 runs them vmapped on one device, as before 2026-12-01)",
+    )
     parser.add_argument("--skip-stan", action="store_true")
     parser.add_argument("--skip-ctcdyn", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
@@ -718,7 +734,7 @@ def main() -> None:
     if not args.skip_ctcdyn and not args.no_compile_probes:
         shutil.rmtree(args.cache_dir, ignore_errors=True)
         probes = {"cold": _probe(args, args.cache_dir), "warm": _probe(args, args.cache_dir)}
-    _setup_jax(args.cache_dir)
+    _setup_jax(args.cache_dir, args.cpu_devices)
     import jax
 
     from ctcdyn.inference._fit import count_model

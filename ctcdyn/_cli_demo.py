@@ -12,7 +12,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from ._cli_common import console
+from ._cli_common import console, start
 
 #: Cohort fit: 4 chains of 500 + 500 iterations; 300 + 300 left R-hat and ESS borderline for
 #: kill_rate on the bundled seed (docs/inference.md, "Divergences in small mbc cohorts").
@@ -56,6 +56,8 @@ def demo(
     from ._cli_report import report
     from .cli import simulate
 
+    # one CPU device per chain (as `ctcdyn fit` sets up), before the simulation starts JAX
+    start(cpu_devices=int(DEMO_FIT["chains"]))
     cohort, run, reports, mrd = out / "cohort", out / "fit", out / "reports", out / "mrd"
     per_patient = out / "fit-per-patient"
     console.print(

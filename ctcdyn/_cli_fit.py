@@ -151,7 +151,7 @@ def fit(
     compiled sampler. Every NUTS fit is checked against the diagnostics gate; a failed gate is
     recorded in the run and printed, and `ctcdyn diagnose RUN` exits non-zero for it.
     """
-    start()
+    start(cpu_devices=chains)  # one CPU device per chain: chains run side by side
     if marker is not None:
         from ._cli_joint import fit_joint_command
 

@@ -342,7 +342,7 @@ def test_patients_sharded_over_two_devices_keep_the_log_density(files):
     script = _SHARDED.format(
         files=(str(files["draws"]), str(files["patients"]), str(files["treatments"]))
     )
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2"}
     env["JAX_PLATFORMS"] = "cpu"
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
@@ -357,21 +357,32 @@ def test_patients_sharded_over_two_devices_keep_the_log_density(files):
 _SHARDED_FIT = """
 import jax, numpy as np
 jax.config.update("jax_enable_x64", True)
-from ctcdyn.inference import NUTSSettings, fit_run
+from ctcdyn.data import read_tables
+from ctcdyn.inference import NUTSSettings, fit, fit_data, fit_run, shard_patients
 from ctcdyn.specs import load_spec
 
 assert len(jax.local_devices()) == 2
 files = {files!r}
-run = fit_run(load_spec("mbc"), files, {out!r}, nuts=NUTSSettings(chains=2, warmup=20, samples=20))
+settings = NUTSSettings(chains=2, warmup=20, samples=20)
+# CPU devices: fit_run spreads the chains over them
+run = fit_run(load_spec("mbc"), files, {out!r}, nuts=settings)
 tree = run.read_posterior()
 assert list(tree["posterior"]["patient"].values) == {ids!r}, tree["posterior"]["patient"].values
 assert all(np.isfinite(v.values).all() for v in tree["posterior"].data_vars.values())
 assert run.status in ("passed", "failed_gate"), run.status
+# patients sharded over the devices (what accelerators get), through the API
+spec = load_spec("mbc")
+data = shard_patients(fit_data(spec, read_tables(files["draws"], files["patients"],
+                                                 files["treatments"])))
+result = fit(spec, data, jax.random.key(0), nuts=settings)
+posterior = result.tree["posterior"]
+assert posterior.sizes["patient"] == 6, posterior.sizes  # 5 patients and one empty
+assert all(np.isfinite(v.values).all() for v in posterior.data_vars.values())
 """
 
 
 @pytest.mark.slow
-def test_a_cohort_fit_runs_with_patients_sharded_over_two_devices(files, tmp_path):
+def test_a_cohort_fit_runs_over_two_devices_chains_or_patients_spread(files, tmp_path):
     ids = [f"P{i:04d}" for i in range(1, 6)]  # 5 patients on 2 devices: one empty patient
     subset_files = {}
     for role, path in files.items():
@@ -379,7 +390,7 @@ def test_a_cohort_fit_runs_with_patients_sharded_over_two_devices(files, tmp_pat
         subset_files[role] = str(tmp_path / path.name)
         table[table["patient_id"].isin(ids)].to_csv(subset_files[role], index=False)
     script = _SHARDED_FIT.format(files=subset_files, out=str(tmp_path / "run"), ids=ids)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2"}
     env["JAX_PLATFORMS"] = "cpu"
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],

@@ -87,7 +87,8 @@ class FitTask:
         real: patients to keep (the rest pad the chunk to its bucket's size).
         seed: the run's seed.
         chunk: the chunk id (key ``fold_in(key(seed), chunk)``); None for a cohort fit (key
-            ``key(seed)``), whose patients are sharded over the worker's devices.
+            ``key(seed)``), whose patients are sharded over the worker's accelerators (on CPU
+            devices the chains are spread instead, :func:`~ctcdyn.inference.run_nuts`).
     """
 
     spec: ModelSpec
@@ -106,10 +107,12 @@ def fit_task(task: FitTask, progress: Progress | None = None) -> xr.DataTree:
     """Run one :class:`FitTask` (in this process or on a worker); returns its DataTree."""
     key = jax.random.key(task.seed)
     data = task.data
-    if task.chunk is None:
-        data = shard_patients(data)
-    else:
+    if task.chunk is not None:
         key = jax.random.fold_in(key, task.chunk)
+    elif jax.local_devices()[0].platform != "cpu":
+        # Accelerators: the cohort's patients are split over them. CPU devices run chains
+        # side by side instead (run_nuts), which needs no exchange between them per step.
+        data = shard_patients(data)
     result = fit(
         task.spec,
         data,

@@ -6,6 +6,14 @@ Problems share the model and the data's shapes, so NumPyro's NUTS kernel is vmap
 problems and chains and compiled once; each (problem, chain) adapts its own step size and
 mass matrix (diagonal, or dense over blocks of sites the model declares). Iterations run in
 blocks of one compiled ``lax.scan`` each, so long runs report progress between blocks.
+
+With several CPU devices (``jax.config.update("jax_num_cpu_devices", 4)`` before JAX starts;
+the CLI does this), the chains are spread over them with ``shard_map``: each device runs its
+own chains' NUTS loop, so a chain no longer waits for the longest trajectory among all the
+chains, and the devices run on separate cores, as Stan runs one process per chain. Nothing is
+exchanged between devices until the block ends. The draws agree with those of one device to
+rounding (XLA compiles a different batch size), so over many iterations they differ as two
+NUTS runs from slightly different starts do; a given device layout always gives the same draws.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PRNGKeyArray
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
@@ -29,6 +38,8 @@ from numpyro.infer.util import get_potential_fn, transform_fn
 MAX_BLOCK = 100
 #: Mass matrices the sampler adapts (see :class:`NUTSSettings`).
 MASS_MATRICES = ("diagonal", "blocks")
+#: Name of the mesh axis the chains are spread over.
+CHAIN_AXIS = "chain"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +164,7 @@ def run_nuts(
     n_problems = int(leaves[0].shape[0])
     first = jax.tree.map(lambda x: x[0], batch)
     k_init, k_jitter, k_chain = jax.random.split(key, 3)
-    kernels = _kernels(model, settings, first, k_init)
+    kernels = _kernels(model, settings, first, k_init, chain_devices(settings.chains, batch))
     shape = (n_problems, settings.chains)
     jitter_keys = jax.random.split(k_jitter, shape)
     chain_keys = jax.random.split(k_chain, shape)
@@ -184,6 +195,26 @@ def run_nuts(
     return NUTSResult(samples=samples, stats=joined, warmup_divergences=warmup_divergences)
 
 
+def chain_devices(chains: int, batch: Any = None) -> tuple | None:
+    """The CPU devices :func:`run_nuts` spreads ``chains`` over, or None (all on one device).
+
+    As many devices as divide the chains evenly (4 chains on 3 devices use 2). None with one
+    device, on accelerators (where a cohort's patients are sharded instead,
+    :func:`~ctcdyn.inference.shard_patients`), and for a batch already spread over devices.
+    """
+    devices = jax.local_devices()
+    if len(devices) < 2 or devices[0].platform != "cpu":
+        return None
+    if any(_spread(leaf) for leaf in jax.tree.leaves(batch)):
+        return None
+    used = max(d for d in range(1, min(chains, len(devices)) + 1) if chains % d == 0)
+    return tuple(devices[:used]) if used > 1 else None
+
+
+def _spread(x: Any) -> bool:
+    return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
 class _Kernels(NamedTuple):
     start: Callable  # (batch, jitter_keys, chain_keys) -> states
     block: Callable  # (states, batch) -> (states, records of `length` iterations)
@@ -196,11 +227,12 @@ _KERNELS: dict[tuple, _Kernels] = {}
 _KERNELS_KEPT = 8
 
 
-def _kernels(model, settings: NUTSSettings, first, key) -> _Kernels:
+def _kernels(model, settings: NUTSSettings, first, key, devices: tuple | None = None) -> _Kernels:
     deterministic_start = isinstance(model, StartsAtValues)
     signature = (
         model,
         settings,
+        devices,
         jax.tree.structure(first),
         tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(first)),
     )
@@ -249,6 +281,31 @@ def _kernels(model, settings: NUTSSettings, first, key) -> _Kernels:
     def block(states, data):
         return jax.lax.scan(lambda s, _: step_all(s, data), states, None, length=length)
 
+    start_all = jax.vmap(jax.vmap(start, in_axes=(None, 0, 0)))
+    if devices is None:
+        start_jit, block_jit = jax.jit(start_all), jax.jit(block)
+    else:
+        # Each device runs the NUTS loop of its own chains: states and records are split on
+        # the chain axis, the data copied to every device. The states leave `start` already
+        # split, so every block is called with the shardings it was compiled for.
+        mesh = Mesh(np.array(devices), (CHAIN_AXIS,))
+        chain, records = PartitionSpec(None, CHAIN_AXIS), PartitionSpec(None, None, CHAIN_AXIS)
+        sharded = jax.shard_map(
+            block,
+            mesh=mesh,
+            in_specs=(chain, PartitionSpec()),
+            out_specs=(chain, records),
+            # No collectives inside: skip the check that NumPyro's loops would have to satisfy.
+            check_vma=False,
+        )
+        on = lambda spec: NamedSharding(mesh, spec)  # noqa: E731
+        start_jit = jax.jit(start_all, out_shardings=on(chain))
+        block_jit = jax.jit(
+            sharded,
+            in_shardings=(on(chain), on(PartitionSpec())),
+            out_shardings=(on(chain), on(records)),
+        )
+
     def one_problem(data, z_problem):
         fn = postprocess_gen(data)
         flat = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), z_problem)
@@ -257,8 +314,8 @@ def _kernels(model, settings: NUTSSettings, first, key) -> _Kernels:
         return jax.tree.map(lambda x: x.reshape((chains, draws, *x.shape[1:])), out)
 
     kernels = _Kernels(
-        start=jax.jit(jax.vmap(jax.vmap(start, in_axes=(None, 0, 0)))),
-        block=jax.jit(block),
+        start=start_jit,
+        block=block_jit,
         postprocess=jax.jit(jax.vmap(one_problem)),
     )
     if deterministic_start:
