@@ -24,7 +24,7 @@ def start(cpu_devices: int | None = None) -> None:
     burdens spanning 1 to 1e12 are computed in double precision, and repeated runs reuse
     compiled samplers instead of compiling them again (DESIGN.md section 10). NUTS spreads its
     chains over CPU devices (:func:`ctcdyn.inference.run_nuts`; one device per chain ran a
-    50-patient cohort fit ~3.5x faster on 2 cores, docs/benchmarks.md), so a fitting command
+    50-patient cohort fit 2.8x faster on 2 cores, docs/benchmarks.md), so a fitting command
     passes its chain count. The count is also put in the environment, so Dask workers that this
     process starts lay out their chains the same way and give the same draws. A count the user
     set (``JAX_NUM_CPU_DEVICES``, or ``--xla_force_host_platform_device_count`` in
