@@ -6,29 +6,8 @@ The test process has one CPU device (conftest.py), so every check runs in a subp
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
-
-
-def _run(script: str, devices: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
-    if devices is not None:
-        env["JAX_NUM_CPU_DEVICES"] = devices
-    env["JAX_PLATFORMS"] = "cpu"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
+from _subprocess import run_script
 
 _SPREAD = """
 import jax, numpy as np
@@ -86,7 +65,7 @@ np.testing.assert_allclose(flat.std(axis=1), np.array([[1.0, 2.0, 0.5]] * 2), rt
 def test_chains_spread_over_cpu_devices_run_the_same_nuts_as_one_device():
     """Each device runs its own chains' NUTS: from the same start the trees and draws equal the
     one-device sampler's (to rounding), and the posterior moments are right."""
-    _run(_SPREAD, "4")
+    run_script(_SPREAD, "4")
 
 
 _START = """
@@ -102,4 +81,4 @@ print(len(jax.devices()))
 
 @pytest.mark.parametrize(("preset", "expected"), [(None, "4 4\n4\n"), ("2", "2 2\n2\n")])
 def test_the_cli_gives_one_cpu_device_per_chain_unless_the_user_chose(preset, expected):
-    assert _run(_START, preset) == expected
+    assert run_script(_START, preset) == expected

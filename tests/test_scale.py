@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from _subprocess import run_script
 from numpyro.infer.util import log_density
 from typer.testing import CliRunner
 
@@ -342,16 +342,7 @@ def test_patients_sharded_over_two_devices_keep_the_log_density(files):
     script = _SHARDED.format(
         files=(str(files["draws"]), str(files["patients"]), str(files["treatments"]))
     )
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2"}
-    env["JAX_PLATFORMS"] = "cpu"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_script(script, "2")
 
 
 _SHARDED_FIT = """
@@ -383,20 +374,11 @@ assert all(np.isfinite(v.values).all() for v in posterior.data_vars.values())
 
 @pytest.mark.slow
 def test_a_cohort_fit_runs_over_two_devices_chains_or_patients_spread(files, tmp_path):
-    ids = [f"P{i:04d}" for i in range(1, 6)]  # 5 patients on 2 devices: one empty patient
+    ids = [f"P{i:04d}" for i in range(1, 6)]  # sharded on 2 devices: one empty patient
     subset_files = {}
     for role, path in files.items():
         table = pd.read_csv(path)
         subset_files[role] = str(tmp_path / path.name)
         table[table["patient_id"].isin(ids)].to_csv(subset_files[role], index=False)
     script = _SHARDED_FIT.format(files=subset_files, out=str(tmp_path / "run"), ids=ids)
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2"}
-    env["JAX_PLATFORMS"] = "cpu"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_script(script, "2", timeout=1800)
