@@ -28,7 +28,7 @@ from ctcdyn.dynamics import ODE, FastClearance, example_model, solve
 
 def engines() -> dict:
     found = {
-        "FastClearance": lambda: FastClearance(dense_steps=128, clock_basis=True),
+        "FastClearance": FastClearance,
         "FastClearanceBefore": lambda: FastClearance(dense_steps=0, clock_basis=False),
         "FastClearanceClockBasis": lambda: FastClearance(dense_steps=0, clock_basis=True),
         "ODE": ODE,

@@ -139,6 +139,17 @@ def test_circulation_path_equals_the_complex_formula(treatment, clock_basis):
 
 #: The engine as it was before the dense path and the clock basis: saving inside the loop.
 SAVED = FastClearance(dense_steps=0, clock_basis=False)
+DENSE = FastClearance(dense_min_times=0)  # the dense path on the short test grids too
+
+
+def test_the_dense_path_is_chosen_by_grid_length():
+    """Long (daily) grids take the dense path; short ones, where compiling it would cost more
+    than it saves, and ``dense_steps=0`` save inside the solver's loop."""
+    engine = FastClearance()
+    assert engine.uses_dense_path(jnp.zeros(5 * 365))
+    assert not engine.uses_dense_path(jnp.zeros(N_TIMES))
+    assert not FastClearance(dense_steps=0).uses_dense_path(jnp.zeros(5 * 365))
+    assert DENSE.uses_dense_path(jnp.zeros(N_TIMES))
 
 
 def _stack(*models):
@@ -150,9 +161,6 @@ def _assert_same_state(a, b, rtol):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, err_msg=name)
 
 
-# The dense path is opt-in (FastClearance.dense_steps): in the 2026-11-30 fresh-checkout runs,
-# processes that compiled it later crashed inside XLA; its checks run with `make test-slow`.
-@pytest.mark.slow
 def test_dense_path_equals_saving_inside_the_loop():
     """The dense path evaluates the same Tsit5 interpolant at the same steps as SaveAt(ts), so
     the two agree to rounding: one vmapped batch with an untreated patient, one operated at day
@@ -177,7 +185,7 @@ def test_dense_path_equals_saving_inside_the_loop():
     )
     cohort = _stack(model("gompertz"), model("gompertz", operated), model("gompertz", at_save_time))
     ts = grid(np.linspace(0.0, 2.0, 9), [20.0], np.linspace(3.0, 300.0, N_TIMES - 10))
-    engine = FastClearance(dense_steps=128, clock_basis=True)
+    engine = DENSE
     # The dense path itself (not its fallback) finishes for every patient ...
     ys, ok, complete = jax.vmap(lambda m: engine._dense(m, ts))(cohort)
     assert np.all(complete) and np.all(ok)
@@ -194,13 +202,12 @@ def test_dense_path_equals_saving_inside_the_loop():
     assert float(fast.primary[1, after]) < 0.05 * float(fast.primary[0, after])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["dosed", "small buffer"])
 def test_dense_path_falls_back_to_saving_inside_the_loop(case):
     """Boluses (not registered as switches by the dense path) and a step buffer too small for
     the horizon both send the batch to the saving path, with the same result."""
     m = model("gompertz", "cytotoxic" if case == "dosed" else "none")
-    engine = FastClearance(dense_steps=4 if case == "small buffer" else 128, clock_basis=True)
+    engine = FastClearance(dense_steps=4, dense_min_times=0) if case == "small buffer" else DENSE
     ts = grid(np.linspace(0.0, 60.0, N_TIMES))
     if case == "small buffer":
         assert not engine._dense(m, ts)[2]  # the fallback is exercised, not skipped

@@ -144,29 +144,30 @@ class FastClearance(AbstractEngine):
     on a daily grid than saving inside the solver's loop, with the same values to rounding. It
     falls back to saving inside the loop (``integrate_piecewise``) for a whole batch when any
     patient has dosed treatments (boluses are switches the dense path does not register) or
-    needs more than ``dense_steps`` steps in a segment.
+    needs more than ``dense_steps`` steps in a segment. Grids shorter than ``dense_min_times``
+    (a patient's draws, a fit's likelihood, a report's curve) always save inside the loop:
+    there the run-time saving is small and compiling both paths costs ~1.5x the compile time
+    (docs/benchmarks.md).
 
     Attributes:
         rtol, atol: tolerances of the non-stiff solver for P, M, N.
         max_steps, max_doses: as for :class:`ODE`.
         dense_steps: step buffer of the dense path (memory ~0.5 kB per step and patient);
-            0 (the default) always saves inside the solver's loop. Opt in with e.g. 128:
-            on 2026-11-30 fresh-checkout test runs had native XLA crashes (an abort in
-            executable serialisation, a segfault while compiling) in processes that had
-            compiled the dense path, so it is off by default until that is understood.
+            0 always saves inside the solver's loop (the path before the dense one).
+        dense_min_times: the shortest grid (number of times) solved by the dense path.
         clock_basis: evaluate the circadian harmonics as one matrix product over a clock-hour
             basis shared by the cohort (see ``circulation_path``); False sums them per time.
-            ``FastClearance(dense_steps=0, clock_basis=False)`` (the default) is the engine as it
-            was before both speed-ups (the benchmark's baseline); ``dense_steps=128,
-            clock_basis=True`` turns both on.
+            ``FastClearance(dense_steps=0, clock_basis=False)`` is the engine as it was before
+            both speed-ups (the benchmark's baseline).
     """
 
     rtol: float = 1e-6
     atol: float = 1e-6
     max_steps: int = 20_000
     max_doses: int = 256
-    dense_steps: int = 0
-    clock_basis: bool = False
+    dense_steps: int = 128
+    dense_min_times: int = 256
+    clock_basis: bool = True
 
     def run(self, model, ts, key=None):
         ys, ok = self.slow(model, ts)
@@ -174,7 +175,7 @@ class FastClearance(AbstractEngine):
 
     def slow(self, model: CTCModel, ts: Float[Array, " times"]) -> tuple[_Slow, Array]:
         """P, M and N at ``ts`` under the daily-mean seeding (Tsit5)."""
-        if self.dense_steps <= 0:
+        if not self.uses_dense_path(ts):
             return self._saved(model, ts)
         tr = model.treatments
         active = jnp.asarray(tr.kind) != int(TreatmentKind.NONE)
@@ -195,6 +196,11 @@ class FastClearance(AbstractEngine):
             lambda _: (ys, ok),
             None,
         )
+
+    def uses_dense_path(self, ts: Float[Array, " times"]) -> bool:
+        """Whether a grid like ``ts`` goes to the dense path (decided from its length, at trace
+        time; a batch may still fall back, see the class docstring)."""
+        return self.dense_steps > 0 and jnp.shape(ts)[-1] >= self.dense_min_times
 
     def _initial(self, model: CTCModel, ts: Array) -> _Slow:
         return _Slow(
