@@ -15,8 +15,9 @@ import typer
 from ._cli_common import console, start
 
 #: Cohort fit: 4 chains of 500 + 500 iterations; 300 + 300 left R-hat and ESS borderline for
-#: kill_rate on the bundled seed (docs/inference.md, "Divergences in small mbc cohorts").
-DEMO_FIT = {"chains": 4, "warmup": 500, "samples": 500, "target_accept": 0.9}
+#: kill_rate on the bundled seed, and target acceptance 0.9 left one divergent transition after
+#: a change of rounding (docs/inference.md, "Divergences in small mbc cohorts").
+DEMO_FIT = {"chains": 4, "warmup": 500, "samples": 500, "target_accept": 0.95}
 #: Per-patient fits (the population fixed at the spec's literature priors, as for a new patient
 #: in clinic), with the recorded death and progression fitted jointly with the counts, so the
 #: patient report can show a survival curve: no hierarchical funnel; 500 + 1000 iterations at

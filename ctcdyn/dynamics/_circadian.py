@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import i0e
 from jaxtyping import Array, ArrayLike, Float
 
@@ -25,6 +26,16 @@ from .._units import HOURS_PER_DAY
 #: Harmonics kept by the fast-clearance form; the neglected tail is below 1e-6 for kappa <= 2.
 N_HARMONICS = 10
 _GRID = 64  # points per day for the Fourier coefficients (exact for smooth periodic curves)
+# cos(theta) on the grid, and the (H + 1, grid) matrix that takes the curve's values on the grid
+# to its cosine coefficients (trapezoidal rule, exact to rounding for these smooth curves):
+# constants, built once in NumPy rather than in every compiled likelihood.
+_GRID_THETA = 2.0 * np.pi * np.arange(_GRID) / _GRID
+_GRID_COS = np.cos(_GRID_THETA)
+_PROJECTION = (
+    np.where(np.arange(N_HARMONICS + 1) == 0, 1.0, 2.0)[:, None]
+    / _GRID
+    * np.cos(np.arange(N_HARMONICS + 1)[:, None] * _GRID_THETA[None, :])
+)
 
 
 def clock_hour(t: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
@@ -56,9 +67,7 @@ class Circadian(eqx.Module):
 
     def harmonics(self) -> Float[Array, " harmonics"]:
         """Cosine coefficients b_0..b_H with c = sum_n b_n cos(n * phase); b_0 = 1."""
-        theta = 2.0 * jnp.pi * jnp.arange(_GRID) / _GRID
         kappa = jnp.asarray(self.amplitude)
-        values = jnp.exp(kappa * (jnp.cos(theta) - 1.0)) / i0e(kappa)
-        n = jnp.arange(N_HARMONICS + 1)
-        weights = jnp.where(n == 0, 1.0, 2.0) / _GRID
-        return weights * (jnp.cos(n[:, None] * theta[None, :]) @ values)
+        dtype = jnp.result_type(kappa, float)
+        values = jnp.exp(kappa * (jnp.asarray(_GRID_COS, dtype) - 1.0)) / i0e(kappa)
+        return jnp.asarray(_PROJECTION, dtype) @ values

@@ -121,20 +121,21 @@ def fit_engine(spec: ModelSpec, design: TreatmentDesign) -> FastClearance:
     exponential = spec.primary_growth == "exponential" and spec.metastatic_growth == "exponential"
     max_doses = design.max_doses()
     if exponential and max_doses == 1 and not (np.asarray(design.dose_interval) > 0).any():
-        # The counts never read the lesion count. clock_basis=False: the harmonics summed per
-        # draw time. The clock basis halves the cost of a gradient, but with it in the
-        # likelihood a fresh-clone test run (2026-12-01) had an xdist worker abort inside XLA
-        # compilation, the crash the dense path shows (docs/benchmarks.md); off until that is
-        # understood.
-        return Analytic(lesions=False, clock_basis=False)
-    # dense_steps=0, clock_basis=False: as above (the dense path pays off on long daily grids).
+        # The counts never read the lesion count. clock_basis=True: each patient's harmonics
+        # as one small matrix product with the basis of its draws' clock hours (data). The
+        # per-time loop over 11 harmonics, which XLA split into ~20 kernels each recomputing
+        # the Chebyshev recurrence, cost half of every gradient (benchmarks/
+        # likelihood_gradient.py; docs/benchmarks.md).
+        return Analytic(lesions=False, clock_basis=True)
+    # dense_steps=0: a likelihood reads a few draw times, where saving inside the solver's loop
+    # is cheap (the dense path pays off on long daily grids); the clock basis as above.
     return FastClearance(
         rtol=1e-5,
         atol=1e-6,
         max_steps=4096,
         max_doses=max_doses,
         dense_steps=0,
-        clock_basis=False,
+        clock_basis=True,
     )
 
 
@@ -221,12 +222,12 @@ class CountModel:
         """The dynamics of every patient at its draw times, or at ``times`` (patients, T), sorted
         per patient (leading axis: patients), solved by the likelihood's engine (lesion counts
         are NaN under ``Analytic(lesions=False)``)."""
-        n = jnp.shape(data.time)[0]
         treatments = data.design.treatments(self.spec, values)
         model = build_model(self.spec, values, treatments)
-        model = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model)
         ts = data.time if times is None else times
-        return jax.vmap(lambda m, t: solve(m, t, self.engine))(model, ts)
+        return jax.vmap(lambda m, t: solve(m, t, self.engine), in_axes=(_patient_axes(model), 0))(
+            model, ts
+        )
 
     def outcome_log_likelihood(
         self, data: PatientArrays, values: Mapping[str, Array]
@@ -251,13 +252,11 @@ class CountModel:
             relapse = self.endpoints.relapse
             assert relapse is not None, "the spec declares no relapse law (detection_burden)"
             ts = jnp.asarray(recorded.relapse_times)
-            n = ts.shape[0]
             traj = self.trajectory(data, values, ts)
             model = build_model(self.spec, values, data.design.treatments(self.spec, values))
-            model = jax.tree.map(
-                lambda x: jnp.broadcast_to(x, (n,)) if jnp.ndim(x) == 0 else x, model
+            log_s = jax.vmap(relapse.log_survival_of, in_axes=(_patient_axes(model), 0, 0))(
+                model, ts, traj.primary + traj.metastatic
             )
-            log_s = jax.vmap(relapse.log_survival_of)(model, ts, traj.primary + traj.metastatic)
             ll_relapse = relapse_log_likelihood(recorded, log_s)
             out["relapse"] = jnp.where(traj.ok, ll_relapse, -jnp.inf)
         return out
@@ -402,6 +401,13 @@ class CountModel:
             elif self.population is None:
                 population.append(name)
         return population, patient
+
+
+def _patient_axes(model):
+    """vmap axes of a cohort's model: 0 for per-patient leaves, None for shared scalars, so
+    that what depends on population-level parameters only (the circadian harmonics, the
+    clearance transfer functions) is computed once, not once per patient."""
+    return jax.tree.map(lambda x: None if jnp.ndim(x) == 0 else 0, model)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -253,13 +253,14 @@ def _count_log_prob(mean, observed, censor, mask, concentration, *, family, cens
     present = jnp.ones((), bool) if mask is None else jnp.asarray(mask, bool)
     phi = jnp.ones((), dtype) if concentration is None else jnp.asarray(concentration, dtype)
     shape = jnp.broadcast_shapes(mean.shape, y.shape, flag.shape, present.shape, phi.shape)
-    mean, y, flag, present, phi = (
-        jnp.broadcast_to(a, shape) for a in (mean, y, flag, present, phi)
-    )
+    mean, y, flag, present = (jnp.broadcast_to(a, shape) for a in (mean, y, flag, present))
     y = jnp.where(present, y, 0.0)  # missing entries: a harmless value, so gradients stay finite
 
-    value = _log_pmf(y, mean, family, phi)
+    # phi keeps its own shape in the pmf: a cohort's single dispersion costs one log-gamma,
+    # not one per draw (the pmf broadcasts it where it meets the counts).
+    value = jnp.broadcast_to(_log_pmf(y, mean, family, phi), shape)
     if censored:
+        phi = jnp.broadcast_to(phi, shape)
         left = _log_cdf(y, mean, family, phi)
         right = _log_sf_inclusive(y, mean, family, phi)
         value = jnp.where(flag == Censor.RIGHT, right, jnp.where(flag == Censor.LEFT, left, value))
