@@ -27,6 +27,7 @@ Needs PyStan (``pip install "pystan>=3.10"``; a C++ compiler) unless ``--skip-st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -87,7 +88,7 @@ def _cohort(patients: int, seed: int):
 # -- ctcdyn -------------------------------------------------------------------------------------
 
 
-def _ctcdyn_kernels(spec, data, settings, seed: int):
+def _ctcdyn_kernels(spec, data, settings, seed: int, partial_centring: bool):
     """Model, batch, kernels and the start keys exactly as ``run_nuts`` builds them."""
     import jax
     import jax.numpy as jnp
@@ -95,7 +96,7 @@ def _ctcdyn_kernels(spec, data, settings, seed: int):
     from ctcdyn.inference._fit import count_model
     from ctcdyn.inference._nuts import _kernels, chain_devices
 
-    model = count_model(spec, data, None)
+    model = dataclasses.replace(count_model(spec, data, None), partial_centring=partial_centring)
     batch = jax.tree.map(lambda x: jnp.asarray(x)[None], data.arrays)
     first = jax.tree.map(lambda x: x[0], batch)
     k_init, k_jitter, k_chain = jax.random.split(jax.random.key(seed), 3)
@@ -140,7 +141,9 @@ def _compile_probe(args) -> None:
         samples=args.samples,
         mass_matrix=args.mass_matrix,
     )
-    _, batch, kernels, keys, setup_s = _ctcdyn_kernels(spec, data, settings, args.seed)
+    _, batch, kernels, keys, setup_s = _ctcdyn_kernels(
+        spec, data, settings, args.seed, args.partial_centring
+    )
     _, times = _compile_kernels(kernels, batch, keys, args.samples)
     print(json.dumps({"setup_s": setup_s, **times, "total_s": setup_s + sum(times.values())}))
 
@@ -155,6 +158,7 @@ def _probe(args, cache_dir: Path) -> dict:
         *("--seed", str(args.seed), "--cache-dir", str(cache_dir)),
         *("--mass-matrix", args.mass_matrix),
         *("--cpu-devices", str(args.cpu_devices)),
+        *(["--partial-centring"] if args.partial_centring else []),
     ]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -180,7 +184,9 @@ def run_ctcdyn(args, spec, data, compile_probes: dict | None) -> dict:
         samples=args.samples,
         mass_matrix=args.mass_matrix,
     )
-    model, batch, kernels, keys, setup_s = _ctcdyn_kernels(spec, data, settings, args.seed)
+    model, batch, kernels, keys, setup_s = _ctcdyn_kernels(
+        spec, data, settings, args.seed, args.partial_centring
+    )
     (start_exe, block_exe, post_exe), compile_times = _compile_kernels(
         kernels, batch, keys, args.samples
     )
@@ -705,6 +711,12 @@ def main() -> None:
         help="CPU devices ctcdyn spreads its chains over (as `ctcdyn fit` does: one per chain; "
         "1 runs them vmapped on one device, as before 2026-12-01)",
     )
+    parser.add_argument(
+        "--partial-centring",
+        action="store_true",
+        help="ctcdyn samples each patient's singles level partially centred "
+        "(CountModel.partial_centring); default: every patient effect non-centred, as Stan",
+    )
     parser.add_argument("--skip-stan", action="store_true")
     parser.add_argument("--skip-ctcdyn", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
@@ -751,6 +763,8 @@ def main() -> None:
         results.append(run_ctcdyn(args, spec, data, probes))
         _brief(results[-1])
     if not args.skip_stan:
+        # Stan's model is non-centred throughout: its start points and the log-density check
+        # are in those coordinates (partial_centring off)
         results.append(run_stan(args, spec, data, count_model(spec, data, None)))
         _brief(results[-1])
     print()

@@ -154,12 +154,14 @@ def _latent_sites(model, arrays) -> set[str]:
 
 def test_mass_blocks_name_the_population_block(cohort_dir, mbc):
     """The dense block is exactly the cohort model's latent sites other than the per-patient
-    z's (a misspelt name would silently leave a site out of it); per-patient fits have none."""
+    ones (a misspelt name would silently leave a site out of it); per-patient fits have none."""
     data = fit_data(mbc, read_tables(*_files(cohort_dir).values()))
     arrays = jax.tree.map(jnp.asarray, data.arrays)
     cohort = count_model(mbc, data, None)
     (block,) = cohort.mass_blocks()
-    assert set(block) == {s for s in _latent_sites(cohort, arrays) if not s.endswith("_z")}
+    latent = _latent_sites(cohort, arrays)
+    assert set(cohort.patient_sites()) <= latent
+    assert set(block) == latent - set(cohort.patient_sites())
     assert len(block) == len(set(block)) > 10
     assert count_model(mbc, data, Population.from_spec(mbc)).mass_blocks() == []
     assert NUTSSettings().mass_matrix == "diagonal"

@@ -326,7 +326,7 @@ assert sharded.patient_ids[:3] == data.patient_ids and sharded.n_patients == 4
 assert len(sharded.arrays.time.sharding.device_set) == 2
 rng = np.random.default_rng(0)
 params = {{k: np.asarray(v) for k, v in model.initial_values(4).items()}}
-zs = [k for k in params if k.endswith("_z")]
+zs = model.patient_sites()
 for k in zs:
     params[k] = rng.normal(size=4)
 lp_sharded, _ = log_density(model, (sharded.arrays,), {{}}, params)

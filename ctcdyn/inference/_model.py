@@ -17,6 +17,12 @@ adds the count likelihood. For each parameter of the spec:
 - **population-level**: one value with the spec's prior (site ``NAME``);
 - **fixed**: the spec's value.
 
+With ``partial_centring`` (opt-in, cohort model) the one combination of a patient's parameters
+that its single-CTC counts pin down (burden x shedding x half-life; :mod:`._level`) is sampled
+partially centred, with a weight from the patient's counts (site ``singles_level``); the other
+directions stay non-centred. The parameters' distribution is the one above; only the sampler's
+coordinates differ.
+
 With a fixed :class:`Population` (per-patient fits) m, s and the population-level values are
 constants and each patient's posterior is independent of the others'.
 
@@ -52,6 +58,7 @@ from ..observation import (
 from ..simulate._parameters import from_unconstrained, to_unconstrained
 from ..specs import ModelSpec, TreatmentDesign, build_model, internal_values
 from ._data import PatientArrays
+from ._level import LEVEL_SITE, SinglesLevel
 from ._outcomes import outcome_log_likelihood, relapse_log_likelihood
 
 #: sd of log(between-patient SD) around the spec's ``between_patients`` (weakly informative:
@@ -152,6 +159,11 @@ class CountModel:
         outcomes: clinical endpoints fitted with the counts ("os", "pfs", "relapse"), through
             the spec's :class:`~ctcdyn.observation.EndpointModel`; the data must carry them
             (``PatientArrays.outcomes``).
+        partial_centring: sample each patient's singles level partially centred
+            (:mod:`._level`; cohort model only). Opt-in: it speeds up the between-patient SDs
+            but slows the population parameters in the level (half-life, circadian rhythm) more,
+            on the mbc cohorts of benchmarks/fit_vs_stan.py (``--partial-centring``;
+            docs/benchmarks.md). Off: every patient effect non-centred.
     """
 
     spec: ModelSpec
@@ -159,6 +171,7 @@ class CountModel:
     population: Population | None = None
     censored: bool = True
     outcomes: tuple[str, ...] = ()
+    partial_centring: bool = False
 
     def _key(self) -> tuple:
         # The class is part of the key: a subclass (a variant of the likelihood) must not share
@@ -170,6 +183,7 @@ class CountModel:
             repr(self.population),
             self.censored,
             self.outcomes,
+            self.partial_centring,
         )
 
     @property
@@ -186,32 +200,55 @@ class CountModel:
 
     # -- parameters -------------------------------------------------------------------------
 
-    def sample_parameters(self, n_patients: int) -> dict[str, Array]:
-        """NumPyro sites of every sampled parameter; returns their values (spec units)."""
+    @property
+    def singles_level(self) -> SinglesLevel | None:
+        """The partially centred singles level of the cohort model (:mod:`._level`); None for
+        per-patient fits (no between-patient SDs to sample, no funnel) or with
+        ``partial_centring`` off."""
+        if self.population is not None or not self.partial_centring:
+            return None
+        return SinglesLevel.from_spec(self.spec)
+
+    def sample_parameters(
+        self, n_patients: int, data: PatientArrays | None = None
+    ) -> dict[str, Array]:
+        """NumPyro sites of every sampled parameter; returns their values (spec units).
+
+        ``data``: the counts that set the weight of each patient's singles level
+        (:mod:`._level`); None (prior draws) samples the level non-centred. Either way the
+        parameters' distribution is the same.
+        """
         values: dict[str, Array] = {}
+        location: dict[str, Array] = {}
+        sd: dict[str, Array] = {}
         pop = self.population
+        patient = [n for n in self.spec.sampled if self.spec.parameters[n].level == "patient"]
         for name in self.spec.sampled:
             p = self.spec.parameters[name]
             assert p.prior is not None
             if p.level == "patient":
                 if pop is None:
                     median = numpyro.sample(f"{name}_median", p.prior.to_numpyro())
-                    sd = numpyro.sample(
+                    sd[name] = numpyro.sample(
                         f"{name}_sd",
                         dist.LogNormal(math.log(p.between_patients), SD_PRIOR_SD_LOG),
                     )
                 else:
-                    median, sd = pop.medians[name], pop.sds[name]
-                with numpyro.plate("patient", n_patients):
-                    z = numpyro.sample(f"{name}_z", dist.Normal(0.0, 1.0))
-                location = to_unconstrained(name, median)
-                values[name] = numpyro.deterministic(
-                    name, from_unconstrained(name, location + sd * z)
-                )
+                    median, sd[name] = pop.medians[name], jnp.asarray(pop.sds[name])
+                location[name] = to_unconstrained(name, median)
             elif pop is None:
                 values[name] = numpyro.sample(name, p.prior.to_numpyro())
             else:
                 values[name] = jnp.asarray(pop.values[name])
+        with numpyro.plate("patient", n_patients):
+            eta = {name: numpyro.sample(f"{name}_z", dist.Normal(0.0, 1.0)) for name in patient}
+            level = self.singles_level
+            if level is not None:
+                eta = _centre_level(level, eta, location, sd, values, n_patients, data)
+        for name in patient:
+            values[name] = numpyro.deterministic(
+                name, from_unconstrained(name, location[name] + sd[name] * eta[name])
+            )
         return values
 
     # -- dynamics and observation -----------------------------------------------------------
@@ -349,7 +386,7 @@ class CountModel:
     # -- the NumPyro model ------------------------------------------------------------------
 
     def __call__(self, data: PatientArrays) -> None:
-        values = self.sample_parameters(jnp.shape(data.time)[0])
+        values = self.sample_parameters(jnp.shape(data.time)[0], data)
         numpyro.factor("counts", _total_log_likelihood(self, data, values))
 
     def initial_values(self, n_patients: int) -> dict[str, Array]:
@@ -365,6 +402,8 @@ class CountModel:
                     values[f"{name}_sd"] = jnp.asarray(p.between_patients)
             elif self.population is None:
                 values[name] = jnp.asarray(p.prior.median())
+        if self.singles_level is not None:
+            values[LEVEL_SITE] = jnp.zeros(n_patients)  # the level at the prior medians
         return values
 
     def mass_blocks(self) -> list[tuple[str, ...]]:
@@ -374,7 +413,7 @@ class CountModel:
         Cohort model: the population-level block (medians, between-patient SDs and population
         parameters; ~20 dimensions). The counts identify products such as shedding x burden x
         half-life, not the factors, so the posterior of the population block lies along ridges
-        that a diagonal mass matrix crosses in tiny steps. The per-patient z's stay diagonal:
+        that a diagonal mass matrix crosses in tiny steps. The per-patient sites stay diagonal:
         a dense matrix over hundreds of them would not be estimable from the warmup draws.
         Per-patient model: none (a dense matrix over one patient's parameters gave more
         divergent transitions, not fewer, on the demo cohort; docs/inference.md).
@@ -389,6 +428,16 @@ class CountModel:
                 population.append(name)
         return [tuple(population)] if population else []
 
+    def patient_sites(self) -> list[str]:
+        """Latent sites with one value per patient: the standardised effects ``NAME_z`` and,
+        in the cohort model, the singles level (``singles_level``)."""
+        names = [
+            f"{name}_z"
+            for name in self.spec.sampled
+            if self.spec.parameters[name].level == "patient"
+        ]
+        return names + ([LEVEL_SITE] if self.singles_level is not None else [])
+
     def site_names(self) -> tuple[list[str], list[str]]:
         """(population-level, per-patient) names of the parameters reported in a fit."""
         population, patient = [], []
@@ -401,6 +450,36 @@ class CountModel:
             elif self.population is None:
                 population.append(name)
         return population, patient
+
+
+def _centre_level(
+    level: SinglesLevel,
+    eta: Mapping[str, Array],
+    location: Mapping[str, Array],
+    sd: Mapping[str, Array],
+    values: Mapping[str, Array],
+    n_patients: int,
+    data: PatientArrays | None,
+) -> dict[str, Array]:
+    """The standardised patient effects eta with their singles level sampled partially centred
+    (site ``singles_level``; :mod:`._level`), the directions orthogonal to it as in ``eta``."""
+    names = level.patient
+    scale = jnp.stack([jnp.asarray(sd[n]) for n in names])  # D^(1/2) l
+    s_level = jnp.sqrt(jnp.sum(scale**2))
+    u = scale / s_level
+    along = sum(u[k] * eta[n] for k, n in enumerate(names))  # u'z: replaced by the level
+    shift = {n: location[n] + sd[n] * eta[n] for n in level.shift}
+    if data is None:
+        weight, share, time = jnp.zeros(n_patients), jnp.zeros((n_patients, 1)), jnp.zeros(1)
+    else:
+        (weight, share), time = level.weights(data), jnp.asarray(data.time)
+    offset = level.offset(location, shift, values, share, time)
+    x = numpyro.sample(LEVEL_SITE, dist.Normal(weight * offset, s_level**weight))
+    e = s_level ** (-weight) * (x - weight * offset)  # (level - m) / s_level ~ N(0, 1)
+    out = dict(eta)
+    for k, n in enumerate(names):
+        out[n] = eta[n] + u[k] * (e - along)
+    return out
 
 
 def _patient_axes(model):
