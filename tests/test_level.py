@@ -17,7 +17,7 @@ from numpyro import handlers
 from numpyro.infer import Predictive
 
 from ctcdyn.data import read_tables
-from ctcdyn.inference import count_model, fit_data
+from ctcdyn.inference import Population, count_model, fit_data
 from ctcdyn.inference._level import LEVEL_SITE, SinglesLevel
 from ctcdyn.simulate import simulate_cohort
 from ctcdyn.specs import load_spec
@@ -42,6 +42,7 @@ def test_the_level_of_mbc_is_burden_shedding_division_half_life_recovery(mbc):
     assert set(level.patient) == {"metastatic_burden0", "shedding_single_per_division"}
     assert level.shift == ("growth_rate",)
     assert set(level.population) == {"half_life_single", "recovery"}
+    assert level.circadian  # the rhythm's factor at the draws' hours shifts the level
     sds = [mbc.parameters[n].between_patients for n in level.patient]
     assert level.prior_sd == pytest.approx(np.sqrt(np.sum(np.square(sds))))
 
@@ -50,7 +51,8 @@ def test_singles_counts_see_only_the_product_of_the_level_terms(mbc, data):
     """Trading a factor between burden and shedding (x 3 against / 3; the clusters' shedding
     too, or their seeding would grow the burden differently) leaves every expected single count
     unchanged; either alone triples them (less the background). The half-life is a term only
-    approximately: more circulating cells also seed more lesions."""
+    approximately: half-life x 2 against shedding / 2 also changes the seeding of lesions, and
+    with it the later counts."""
     model = count_model(mbc, data, None)
     arrays = jax.tree.map(jnp.asarray, data.arrays)
     n = data.n_patients
@@ -78,8 +80,6 @@ def test_singles_counts_see_only_the_product_of_the_level_terms(mbc, data):
 
 
 def test_partial_centring_is_opt_in_and_cohort_only(mbc, data):
-    from ctcdyn.inference import Population
-
     cohort = count_model(mbc, data, None)
     assert cohort.singles_level is None and LEVEL_SITE not in cohort.patient_sites()
     opted = dataclasses.replace(cohort, partial_centring=True)
