@@ -235,6 +235,15 @@ def run_ctcdyn(args, spec, data, compile_probes: dict | None) -> dict:
     groups = len(chain_devices(settings.chains, batch) or [None])
     n_warm = settings.warmup
     population, patient = model.site_names()
+    if args.save_draws is not None:
+        # the sampler's own coordinates (unconstrained latent sites) and the parameters,
+        # each (chain, draw, ...), for benchmarks/posterior_coupling.py
+        np.savez_compressed(
+            args.save_draws,
+            **{f"latent/{k}": np.asarray(v)[0] for k, v in z.items()},
+            **{f"value/{k}": np.asarray(samples[k])[0] for k in population + patient},
+        )
+        print(f"wrote {args.save_draws}")
     ess = _ess({name: np.asarray(samples[name])[0] for name in population})
     stats = {k: np.concatenate(v) for k, v in stats.items()}
     patient_ess = _patient_ess({name: np.asarray(samples[name])[0] for name in patient})
@@ -716,6 +725,12 @@ def main() -> None:
         action="store_true",
         help="ctcdyn samples each patient's singles level partially centred "
         "(CountModel.partial_centring); default: every patient effect non-centred, as Stan",
+    )
+    parser.add_argument(
+        "--save-draws",
+        type=Path,
+        default=None,
+        help="write ctcdyn's draws (latent coordinates and parameters) to this .npz",
     )
     parser.add_argument("--skip-stan", action="store_true")
     parser.add_argument("--skip-ctcdyn", action="store_true")

@@ -48,6 +48,14 @@ def memory_mappings() -> int | None:
         return None
 
 
+@pytest.fixture(scope="session")
+def mbc():
+    """The metastatic breast cancer spec (models/mbc.toml), read once per worker."""
+    from ctcdyn import load_spec
+
+    return load_spec("mbc")
+
+
 @pytest.fixture(autouse=True)
 def _release_compiled_programs():
     yield

@@ -23,16 +23,11 @@ from ctcdyn.dynamics import FastClearance, solve
 from ctcdyn.inference import NUTSSettings, Population, count_model, fit_data, fit_run
 from ctcdyn.observation import count_log_prob, expected_counts, get_assay
 from ctcdyn.simulate import simulate_cohort
-from ctcdyn.specs import build_model, load_spec, treatments_from_table
+from ctcdyn.specs import build_model, treatments_from_table
 from ctcdyn.store import Run
 
 runner = CliRunner()
 TINY = NUTSSettings(chains=2, warmup=20, samples=20)
-
-
-@pytest.fixture(scope="module")
-def mbc():
-    return load_spec("mbc")
 
 
 @pytest.fixture(scope="module")

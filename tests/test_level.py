@@ -20,12 +20,6 @@ from ctcdyn.data import read_tables
 from ctcdyn.inference import Population, count_model, fit_data
 from ctcdyn.inference._level import LEVEL_SITE, SinglesLevel
 from ctcdyn.simulate import simulate_cohort
-from ctcdyn.specs import load_spec
-
-
-@pytest.fixture(scope="module")
-def mbc():
-    return load_spec("mbc")
 
 
 @pytest.fixture(scope="module")

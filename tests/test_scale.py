@@ -41,18 +41,12 @@ from ctcdyn.inference import (
 from ctcdyn.inference._buckets import MIN_WIDTH
 from ctcdyn.inference._job import subset
 from ctcdyn.simulate import simulate_cohort
-from ctcdyn.specs import load_spec
 from ctcdyn.store import Run
 
 ROOT = Path(__file__).parents[1]
 TINY = NUTSSettings(chains=2, warmup=20, samples=20)
 SEED, CHUNK, N_PATIENTS = 3, 2, 6
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def mbc():
-    return load_spec("mbc")
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,6 @@ N = 40
 
 
 @pytest.fixture(scope="module")
-def mbc():
-    return load_spec("mbc")
-
-
-@pytest.fixture(scope="module")
 def cohort(mbc):
     return simulate_cohort(mbc, N, jax.random.key(7))
 

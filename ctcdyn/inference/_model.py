@@ -222,7 +222,7 @@ class CountModel:
         location: dict[str, Array] = {}
         sd: dict[str, Array] = {}
         pop = self.population
-        patient = [n for n in self.spec.sampled if self.spec.parameters[n].level == "patient"]
+        patient = self.site_names()[1]
         for name in self.spec.sampled:
             p = self.spec.parameters[name]
             assert p.prior is not None
@@ -418,24 +418,13 @@ class CountModel:
         Per-patient model: none (a dense matrix over one patient's parameters gave more
         divergent transitions, not fewer, on the demo cohort; docs/inference.md).
         """
-        if self.population is not None:
-            return []
-        population = []
-        for name in self.spec.sampled:
-            if self.spec.parameters[name].level == "patient":
-                population += [f"{name}_median", f"{name}_sd"]
-            else:
-                population.append(name)
+        population = self.site_names()[0]  # empty in the per-patient model
         return [tuple(population)] if population else []
 
     def patient_sites(self) -> list[str]:
         """Latent sites with one value per patient: the standardised effects ``NAME_z`` and,
         in the cohort model, the singles level (``singles_level``)."""
-        names = [
-            f"{name}_z"
-            for name in self.spec.sampled
-            if self.spec.parameters[name].level == "patient"
-        ]
+        names = [f"{name}_z" for name in self.site_names()[1]]
         return names + ([LEVEL_SITE] if self.singles_level is not None else [])
 
     def site_names(self) -> tuple[list[str], list[str]]:
