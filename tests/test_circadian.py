@@ -115,3 +115,26 @@ def test_periodic_solution_matches_ode_at_many_clock_hours():
     lag_h = np.arctan(2 * np.pi / (np.log(2) / hl_s)) / (2 * np.pi) * 24.0
     peak = float(hours[jnp.argmax(curve)])
     assert lag_h - 1.0 < peak - 4.0 <= lag_h + 1e-9
+
+
+@pytest.mark.parametrize("half_life_min", [8.0, 60.0, 150.0])
+def test_rhythm_in_blood_is_the_shedding_rhythm_averaged_over_the_cells_lifetimes(half_life_min):
+    """``Circadian.in_blood``: k times the integral of c over the past, weighted by e^(-k s)
+    (a fine trapezoidal sum over 40 lifetimes); mean 1 over a day; c itself as k grows; and the
+    package's periodic solution of single CTCs divided by its daily mean."""
+    rhythm = Circadian(amplitude=1.28, peak_hour=4.0)
+    k = np.log(2.0) / (half_life_min / 1440.0)  # per day
+    hours = np.linspace(0.0, 24.0, 13)
+    back = np.linspace(0.0, 40.0 / k, 200_001)  # days into the past
+    weights = k * np.exp(-k * back)
+    convolved = [
+        np.trapezoid(weights * np.asarray(rhythm.factor(h - 24.0 * back)), back) for h in hours
+    ]
+    # the 10 harmonics drop a tail below 1e-6 (module constant); the quadrature is finer
+    np.testing.assert_allclose(rhythm.in_blood(hours, k), convolved, rtol=0, atol=2e-6)
+    day = np.linspace(0.0, 24.0, 480, endpoint=False)
+    assert float(jnp.mean(rhythm.in_blood(day, k))) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(rhythm.in_blood(hours, 1e9), rhythm.factor(hours), atol=2e-6)
+    m = constant_model(circadian=rhythm, half_life_single=jnp.asarray(half_life_min / 1440.0))
+    singles = jax.vmap(lambda h: periodic_circulation(m, 0.0, m.primary0, h)[0])(day)
+    np.testing.assert_allclose(singles / jnp.mean(singles), rhythm.in_blood(day, k), rtol=1e-10)

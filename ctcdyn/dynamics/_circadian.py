@@ -65,6 +65,28 @@ class Circadian(eqx.Module):
         # exp(k cos x) / I0(k) = exp(k (cos x - 1)) / i0e(k), stable for large k.
         return jnp.exp(kappa * (jnp.cos(self.phase(hour)) - 1.0)) / i0e(kappa)
 
+    def in_blood(
+        self, hour: Float[ArrayLike, "..."], clearance: Float[ArrayLike, ""]
+    ) -> Float[Array, "..."]:
+        r"""The rhythm as circulating cells show it at clock hour h: cells cleared at rate k
+        (per day) average the shedding of the last ~1/k days,
+
+        .. math:: g(h) = k \int_0^\infty e^{-k s}\, c(h - s)\, ds
+            = \sum_n b_n \,\mathrm{Re}\Bigl[\frac{k\, e^{i n \theta}}{k + i n \omega}\Bigr],
+
+        with :math:`\theta` the phase of h and :math:`\omega = 2\pi` per day: each harmonic
+        damped and delayed. Mean 1 over a day; :meth:`factor` as k grows. At fast clearance the
+        single CTCs in blood are shedding / k x g(h) (the periodic solution).
+        """
+        b = self.harmonics()
+        n = jnp.arange(b.shape[0], dtype=b.dtype)
+        k = jnp.asarray(clearance, b.dtype)
+        w = 2.0 * jnp.pi * n
+        denominator = k * k + w * w
+        re, im = k * k / denominator, -k * w / denominator
+        theta = n * jnp.expand_dims(self.phase(hour), -1)
+        return jnp.sum(b * (re * jnp.cos(theta) - im * jnp.sin(theta)), axis=-1)
+
     def harmonics(self) -> Float[Array, " harmonics"]:
         """Cosine coefficients b_0..b_H with c = sum_n b_n cos(n * phase); b_0 = 1."""
         kappa = jnp.asarray(self.amplitude)

@@ -1,15 +1,16 @@
 r"""The singles level: the one combination of a patient's parameters its counts pin down.
 
-Opt-in (``CountModel(partial_centring=True)``): on the mbc benchmark cohorts it sped up the
-between-patient SDs but slowed the half-life and the circadian rhythm more (docs/benchmarks.md,
-"2026-12-02").
+Opt-in (``CountModel(partial_centring=True)``): on the mbc benchmark cohorts it lowers the
+gradients per effective sample of the slowest parameter (200 patients: 585, against 982 for the
+non-centred default; docs/benchmarks.md, "eleventh session").
 
 At fast clearance the mean single-CTC count of a draw is proportional to burden x shedding per
-day x half-life x recovery x the circadian factor at the draw's hour, so on the log scale the
-counts identify the *sum* of those logs, not the terms (DESIGN.md section 7). Write the
-patient-level terms that nothing else identifies (burden, shedding of singles) as the
-unconstrained vector :math:`\theta_i \sim N(\mu, D)`, :math:`D = \mathrm{diag}(s^2)`; the level
-is
+day x half-life x recovery x the rhythm's factor in blood at the draw's hour (the shedding
+rhythm averaged over the cells' last hour or two, so damped and delayed by the half-life;
+``Circadian.in_blood``), so on the log scale the counts identify the *sum* of those logs, not
+the terms (DESIGN.md section 7). Write the patient-level terms that nothing else identifies
+(burden, shedding of singles) as the unconstrained vector :math:`\theta_i \sim N(\mu, D)`,
+:math:`D = \mathrm{diag}(s^2)`; the level is
 
 .. math::
 
@@ -17,9 +18,9 @@ is
 
 where the shift :math:`c_i` holds the other terms: patient-level ones that the counts also
 identify otherwise (the growth rate, which sets the division rate and the slope; kept in its
-own non-centred coordinate) and population-level ones (half-life, recovery, the circadian factor
-averaged over the patient's draws, weighted by their information). Given the shift,
-:math:`\ell_i - m_i \sim N(0, s_\ell^2)` with :math:`m_i = 1^\top\mu + c_i` and
+own non-centred coordinate) and population-level ones (half-life, recovery, the log of the
+rhythm's factor in blood averaged over the patient's draws, weighted by their information).
+Given the shift, :math:`\ell_i - m_i \sim N(0, s_\ell^2)` with :math:`m_i = 1^\top\mu + c_i` and
 :math:`s_\ell^2 = 1^\top D 1`.
 
 A fully non-centred model (:math:`\theta_i = \mu + s \odot z_i`) makes every z_i move when the
@@ -79,7 +80,11 @@ class SinglesLevel:
         prior_sd: :math:`s_{\\ell,0}`, from the spec's ``between_patients``.
         concentration: negative-binomial concentration at its prior median (None: Poisson).
         circadian: whether the rhythm's amplitude and peak hour are sampled (population-level):
-            the level of a draw includes the rhythm's factor at its clock hour.
+            the level of a draw includes the rhythm's factor in blood at its clock hour
+            (``Circadian.in_blood``, which the half-life of singles damps and delays).
+        half_life_single: the spec's half-life of singles (spec units), used for that damping
+            when the half-life is not sampled.
+        half_life_days: days per spec unit of the half-life.
     """
 
     patient: tuple[str, ...]
@@ -89,6 +94,8 @@ class SinglesLevel:
     prior_sd: float
     concentration: float | None
     circadian: bool
+    half_life_single: float
+    half_life_days: float
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> SinglesLevel | None:
@@ -132,7 +139,18 @@ class SinglesLevel:
             concentration = dispersion.typical()
         rhythm = {"circadian_amplitude", "circadian_peak_hour"}
         circadian = rhythm <= sampled and all(p[n].level != "patient" for n in rhythm)
-        return cls(patient, shifts, population, anchor, prior_sd, concentration, circadian)
+        half_life = p["half_life_single"]
+        return cls(
+            patient,
+            shifts,
+            population,
+            anchor,
+            prior_sd,
+            concentration,
+            circadian,
+            half_life.typical(),
+            half_life.to_internal,
+        )
 
     def weights(self, data: PatientArrays) -> tuple[Array, Array]:
         """:math:`w_i`, the share of each patient's level precision carried by its counts; and
@@ -158,7 +176,7 @@ class SinglesLevel:
         level at the prior medians (``location``: the unconstrained population median of each
         patient term; ``unconstrained``: each patient's shift terms, unconstrained;
         ``values``: the population terms; ``share`` and ``time``: the draws' shares of the
-        information and their times, for the circadian factor at the draws' clock hours)."""
+        information and their times, for the rhythm in blood at the draws' clock hours)."""
         total = (
             sum(location[n] for n in self.patient)
             + sum(unconstrained[n] for n in self.shift)
@@ -168,6 +186,8 @@ class SinglesLevel:
             rhythm = Circadian(
                 amplitude=values["circadian_amplitude"], peak_hour=values["circadian_peak_hour"]
             )
-            log_factor = jnp.log(rhythm.factor(clock_hour(time)))
+            half_life = values.get("half_life_single", self.half_life_single)
+            clearance = math.log(2.0) / (jnp.asarray(half_life) * self.half_life_days)  # 1/day
+            log_factor = jnp.log(rhythm.in_blood(clock_hour(time), clearance))
             total = total + jnp.sum(share * log_factor, axis=-1)
         return jnp.asarray(total - self.anchor)
