@@ -36,7 +36,7 @@ def test_the_level_of_mbc_is_burden_shedding_division_half_life_recovery(mbc):
     assert set(level.patient) == {"metastatic_burden0", "shedding_single_per_division"}
     assert level.shift == ("growth_rate",)
     assert set(level.population) == {"half_life_single", "recovery"}
-    assert level.circadian  # the rhythm's factor at the draws' hours shifts the level
+    assert level.circadian  # the rhythm's factor in blood at the draws' hours shifts it
     sds = [mbc.parameters[n].between_patients for n in level.patient]
     assert level.prior_sd == pytest.approx(np.sqrt(np.sum(np.square(sds))))
 
